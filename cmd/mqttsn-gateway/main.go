@@ -1,0 +1,219 @@
+// Command mqttsn-gateway is an MQTT-SN 1.2 gateway: it serves MQTT-SN sensors
+// over UDP and forwards their messages to an MQTT broker, by default one
+// embedded in the gateway.
+//
+// Usage:
+//
+//	mqttsn-gateway [-config gateway.toml]
+//	mqttsn-gateway -version
+//
+// Without -config, ./gateway.toml is read if it exists; otherwise the gateway
+// runs with the built-in defaults (those the shipped gateway.toml documents).
+// Logs go to stderr.
+//
+// SIGINT or SIGTERM shuts the gateway down; a second signal, or a shutdown
+// that takes longer than 5 s, ends it at once.
+//
+// Exit status: 0 after a clean shutdown, 1 when the gateway fails or cannot
+// shut down cleanly, 2 for a usage or configuration error.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/sensorgate/mqttsn-gateway/gateway/broker"
+	"github.com/sensorgate/mqttsn-gateway/gateway/config"
+)
+
+// version is the gateway's version, set at build time with
+// -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+const (
+	defaultConfigPath = "gateway.toml"
+	shutdownTimeout   = 5 * time.Second
+)
+
+func main() {
+	os.Exit(cli(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// cli runs the command with args and returns its exit status.
+func cli(args []string, stdout, stderr io.Writer) int {
+	flags := flag.NewFlagSet("mqttsn-gateway", flag.ContinueOnError)
+	flags.SetOutput(stderr)
+	configPath := flags.String("config", defaultConfigPath, "read the configuration from `file`")
+	showVersion := flags.Bool("version", false, "print the version and exit")
+	if err := flags.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if flags.NArg() > 0 {
+		fmt.Fprintf(stderr, "mqttsn-gateway: unexpected argument %q\n", flags.Arg(0))
+		flags.Usage()
+		return 2
+	}
+	if *showVersion {
+		fmt.Fprintf(stdout, "mqttsn-gateway %s\n", buildVersion())
+		return 0
+	}
+	explicit := false
+	flags.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
+
+	cfg, defaulted, err := loadConfig(*configPath, explicit)
+	if err != nil {
+		// One problem per line: "<file>: <key>: <reason>".
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+
+	log := newLogger(cfg.Log, stderr)
+	if defaulted {
+		log.Warn().Str("config", *configPath).Msg("config file not found; running with the built-in defaults")
+	}
+	log.Info().
+		Str("version", buildVersion()).
+		Uint8("gateway_id", cfg.Gateway.ID).
+		Strs("udp", cfg.UDP.Listen).
+		Msg("starting")
+
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(signals)
+	return serve(cfg, log, signals, run)
+}
+
+// loadConfig loads the file at path. When the file does not exist and the
+// path was not given explicitly, it returns the defaults and defaulted = true.
+func loadConfig(path string, explicit bool) (cfg config.Config, defaulted bool, err error) {
+	cfg, err = config.Load(path)
+	if err != nil && !explicit && errors.Is(err, fs.ErrNotExist) {
+		return config.Default(), true, nil
+	}
+	return cfg, false, err
+}
+
+// newLogger returns the logger the [log] table asks for, writing to w.
+func newLogger(c config.LogConfig, w io.Writer) zerolog.Logger {
+	out := w
+	if c.Format == config.FormatConsole {
+		out = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339, NoColor: !isTerminal(w)}
+	}
+	return zerolog.New(out).Level(c.Level).With().Timestamp().Logger()
+}
+
+// isTerminal reports whether w is a terminal, where colours are welcome.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// buildVersion returns version, or the module version recorded by the go
+// command when version was not set at build time.
+func buildVersion() string {
+	if version != "dev" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return version
+}
+
+// runFunc is the signature of run.
+type runFunc func(ctx context.Context, cfg config.Config, log zerolog.Logger) error
+
+// serve calls run until the first signal, then cancels run's context and
+// waits up to shutdownTimeout, or until a second signal, for run to return.
+// It returns the exit status.
+func serve(cfg config.Config, log zerolog.Logger, signals <-chan os.Signal, run runFunc) int {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, cfg, log) }()
+
+	select {
+	case err := <-done:
+		if err != nil {
+			log.Error().Err(err).Msg("gateway failed")
+			return 1
+		}
+		log.Info().Msg("stopped")
+		return 0
+	case sig := <-signals:
+		log.Info().Str("signal", sig.String()).Msg("shutting down")
+	}
+
+	cancel()
+	timeout := time.NewTimer(shutdownTimeout)
+	defer timeout.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			log.Error().Err(err).Msg("shutdown failed")
+			return 1
+		}
+		log.Info().Msg("stopped")
+		return 0
+	case <-timeout.C:
+		log.Error().Dur("timeout", shutdownTimeout).Msg("shutdown took too long; exiting")
+		return 1
+	case sig := <-signals:
+		log.Error().Str("signal", sig.String()).Msg("second signal; exiting before shutdown finished")
+		return 1
+	}
+}
+
+// run starts everything cfg describes, waits until ctx is cancelled, then
+// stops what it started, in reverse order, before returning. It returns an
+// error, after stopping what had started, when something cannot start or
+// fails.
+func run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
+	upstream := cfg.Upstream.Broker // the broker URL for the upstream adapter
+	if cfg.Upstream.Embedded() {
+		b, err := broker.Start(cfg.EmbeddedBroker.Listen, log)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if err := b.Close(); err != nil {
+				log.Error().Err(err).Msg("stopping the embedded broker")
+			}
+		}()
+		log.Info().Stringer("addr", b.Addr()).Msg("embedded MQTT broker listening")
+		upstream = "tcp://" + b.Addr().String()
+	}
+	log.Info().Str("broker", upstream).Msg("upstream MQTT broker")
+
+	// ------------------------------------------------------------------
+	// TODO(lead): start the gateway here.
+	//   - the upstream adapter for `upstream` (cfg.Upstream.Username/Password),
+	//   - the gateway core (cfg.Gateway, cfg.Session, cfg.PredefinedTopics),
+	//   - one transport UDP listener per address in cfg.UDP.Listen.
+	// Defer each one's Close right after it starts, so that they stop in
+	// reverse order when ctx is cancelled, and return a start error wrapped
+	// with what failed. A component that fails while running should cancel
+	// the wait below and make run return its error.
+	// ------------------------------------------------------------------
+
+	<-ctx.Done()
+	return nil
+}

@@ -1,0 +1,310 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/sensorgate/mqttsn-gateway/gateway/config"
+)
+
+// TestBinary builds the command and runs it as a user would.
+func TestBinary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "mqttsn-gateway")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+
+	t.Run("version", func(t *testing.T) {
+		stdout, stderr, code := runBinary(t, bin, "-version")
+		if code != 0 || !strings.HasPrefix(stdout, "mqttsn-gateway ") || strings.Count(stdout, "\n") != 1 || stderr != "" {
+			t.Errorf("exit %d, stdout %q, stderr %q; want 0 and one line \"mqttsn-gateway <version>\"", code, stdout, stderr)
+		}
+	})
+
+	t.Run("config errors", func(t *testing.T) {
+		tests := []struct {
+			name string
+			toml string
+			want string // the one line on stderr, after "<path>: "
+		}{
+			{"unknown key", "[gateway]\nid = 1\nfoo = 2\n", "gateway.foo: unknown key"},
+			{"bad duration", "[session]\nretry_interval = \"ten\"\n", `session.retry_interval: "ten" is not a duration (use e.g. "10s")`},
+			{"id out of range", "[gateway]\nid = 300\n", "gateway.id: 300 is out of range 0..255"},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				path := writeConfig(t, tt.toml)
+				_, stderr, code := runBinary(t, bin, "-config", path)
+				if want := path + ": " + tt.want + "\n"; code != 2 || stderr != want {
+					t.Errorf("exit %d, stderr %q; want 2 and %q", code, stderr, want)
+				}
+			})
+		}
+	})
+
+	t.Run("explicit config missing", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "nowhere.toml")
+		_, stderr, code := runBinary(t, bin, "-config", path)
+		if code != 2 || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, path) {
+			t.Errorf("exit %d, stderr %q; want 2 and one line naming %s", code, stderr, path)
+		}
+	})
+
+	t.Run("unexpected argument", func(t *testing.T) {
+		if _, _, code := runBinary(t, bin, "extra"); code != 2 {
+			t.Errorf("exit %d, want 2", code)
+		}
+	})
+
+	t.Run("embedded broker and SIGINT", func(t *testing.T) {
+		path := writeConfig(t, `[udp]
+listen = ["127.0.0.1:0"]
+[embedded_broker]
+listen = "127.0.0.1:0"
+[log]
+format = "json"
+`)
+		testSIGINT(t, bin, path)
+	})
+}
+
+// runBinary runs bin with args to completion, within 10 s.
+func runBinary(t *testing.T, bin string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	cmd.WaitDelay = time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	timer := time.AfterFunc(10*time.Second, func() { _ = cmd.Process.Kill() })
+	defer timer.Stop()
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatalf("running %s: %v", bin, err)
+	}
+	return out.String(), errOut.String(), cmd.ProcessState.ExitCode()
+}
+
+func writeConfig(t *testing.T, text string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "gw.toml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// testSIGINT starts the gateway with the config at path, waits for the
+// embedded broker, interrupts the gateway and checks that it stops cleanly.
+func testSIGINT(t *testing.T, bin, path string) {
+	cmd := exec.Command(bin, "-config", path)
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill() }() // in case the test fails early
+
+	// Every stderr line must be a JSON log record.
+	records := make(chan map[string]any, 100)
+	go func() {
+		defer close(records)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var rec map[string]any
+			if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+				rec = map[string]any{"unparsed": sc.Text()}
+			}
+			records <- rec
+		}
+	}()
+	next := func(deadline <-chan time.Time) (map[string]any, bool) {
+		select {
+		case rec, ok := <-records:
+			if ok && rec["unparsed"] != nil {
+				t.Errorf("stderr line is not JSON: %q", rec["unparsed"])
+			}
+			return rec, ok
+		case <-deadline:
+			t.Fatal("timed out waiting for the gateway's log")
+			return nil, false
+		}
+	}
+
+	// Wait for the embedded broker and check that it accepts connections.
+	startDeadline := time.After(10 * time.Second)
+	var addr string
+	for addr == "" {
+		rec, ok := next(startDeadline)
+		if !ok {
+			t.Fatal("the gateway exited before its embedded broker listened")
+		}
+		if rec["message"] == "embedded MQTT broker listening" {
+			addr, _ = rec["addr"].(string)
+			if rec["level"] != "info" || addr == "" {
+				t.Fatalf("broker record %v, want level info and an addr", rec)
+			}
+		}
+	}
+	if host, port, err := net.SplitHostPort(addr); err != nil || host != "127.0.0.1" || port == "0" {
+		t.Fatalf("broker addr %q, want 127.0.0.1 and the bound port", addr)
+	}
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		t.Fatalf("dialling the embedded broker: %v", err)
+	}
+	c.Close()
+
+	// Interrupt, and expect "stopped" and exit status 0 within 5 s.
+	start := time.Now()
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	stopDeadline := time.After(5 * time.Second)
+	stopped := false
+	for {
+		rec, ok := next(stopDeadline)
+		if !ok {
+			break
+		}
+		if rec["message"] == "stopped" {
+			stopped = true
+		}
+		if rec["level"] == "warn" || rec["level"] == "error" {
+			t.Errorf("unexpected %s record: %v", rec["level"], rec)
+		}
+	}
+	err = cmd.Wait()
+	if elapsed := time.Since(start); elapsed > 5*time.Second {
+		t.Errorf("the gateway took %v to stop, want at most 5 s", elapsed)
+	}
+	if err != nil {
+		t.Errorf("exit: %v, want status 0", err)
+	}
+	if !stopped {
+		t.Error("the gateway did not log \"stopped\"")
+	}
+	if stdout.Len() > 0 {
+		t.Errorf("the gateway wrote to stdout: %q", stdout.String())
+	}
+}
+
+func TestLoadConfig(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "gateway.toml")
+
+	cfg, defaulted, err := loadConfig(missing, false)
+	if err != nil || !defaulted || !reflect.DeepEqual(cfg, config.Default()) {
+		t.Errorf("implicit and missing: %+v, %v, %v; want the defaults", cfg, defaulted, err)
+	}
+
+	_, defaulted, err = loadConfig(missing, true)
+	if !errors.Is(err, fs.ErrNotExist) || defaulted || !strings.Contains(err.Error(), missing) {
+		t.Errorf("explicit and missing: %v, %v; want an error naming %s", defaulted, err, missing)
+	}
+
+	bad := writeConfig(t, "[gateway]\nid = 300\n")
+	if _, _, err := loadConfig(bad, false); err == nil {
+		t.Error("a bad implicit config was accepted")
+	}
+}
+
+func TestServe(t *testing.T) {
+	tests := []struct {
+		name     string
+		run      runFunc
+		signals  int
+		wantCode int
+		wantLog  string
+		wantTime time.Duration // from the first signal to serve's return
+	}{
+		{
+			name:     "clean shutdown",
+			run:      func(ctx context.Context, _ config.Config, _ zerolog.Logger) error { <-ctx.Done(); return nil },
+			signals:  1,
+			wantCode: 0,
+			wantLog:  `"message":"stopped"`,
+		},
+		{
+			name:     "fails to start",
+			run:      func(context.Context, config.Config, zerolog.Logger) error { return errors.New("bind: address in use") },
+			wantCode: 1,
+			wantLog:  `"error":"bind: address in use","message":"gateway failed"`,
+		},
+		{
+			name: "shutdown fails",
+			run: func(ctx context.Context, _ config.Config, _ zerolog.Logger) error {
+				<-ctx.Done()
+				return errors.New("flush failed")
+			},
+			signals:  1,
+			wantCode: 1,
+			wantLog:  `"message":"shutdown failed"`,
+		},
+		{
+			name:     "shutdown too slow",
+			run:      func(context.Context, config.Config, zerolog.Logger) error { time.Sleep(time.Hour); return nil },
+			signals:  1,
+			wantCode: 1,
+			wantLog:  `"level":"error","timeout":5000,"message":"shutdown took too long; exiting"`,
+			wantTime: shutdownTimeout,
+		},
+		{
+			name:     "second signal",
+			run:      func(context.Context, config.Config, zerolog.Logger) error { time.Sleep(time.Hour); return nil },
+			signals:  2,
+			wantCode: 1,
+			wantLog:  `"message":"second signal; exiting before shutdown finished"`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var logs bytes.Buffer
+				log := zerolog.New(&logs)
+				signals := make(chan os.Signal, 2)
+				for range tt.signals {
+					signals <- os.Interrupt
+				}
+				start := time.Now()
+				code := serve(config.Default(), log, signals, tt.run)
+				if code != tt.wantCode {
+					t.Errorf("exit status %d, want %d", code, tt.wantCode)
+				}
+				if elapsed := time.Since(start); elapsed != tt.wantTime {
+					t.Errorf("serve took %v, want %v", elapsed, tt.wantTime)
+				}
+				if !strings.Contains(logs.String(), tt.wantLog) {
+					t.Errorf("log:\n%s\nwant it to contain %s", logs.String(), tt.wantLog)
+				}
+				time.Sleep(2 * time.Hour) // let the abandoned runs end
+			})
+		})
+	}
+}

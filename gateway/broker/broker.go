@@ -1,0 +1,181 @@
+// Package broker runs the embedded MQTT broker (mochi-mqtt v2) that the
+// gateway forwards to when upstream.broker = "embedded".
+package broker
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/rs/zerolog"
+)
+
+// connectTimeout is how long a new TCP connection may take to send CONNECT.
+// mochi sets no deadline before CONNECT; after it, mochi's keepalive deadline
+// replaces this one.
+const connectTimeout = 10 * time.Second
+
+// Broker is a running embedded MQTT broker.
+type Broker struct {
+	srv       *mqtt.Server
+	conns     *trackingListener
+	served    sync.WaitGroup // the accept loop
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Start starts an MQTT broker (MQTT 3.1.1 and 5) on the TCP address addr and
+// returns once it is listening. With port 0 the system picks a free port;
+// Addr reports it.
+//
+// The broker lets every client connect and use every topic: there is no
+// authentication and no ACL. It is meant for loopback or a trusted edge
+// network. It logs to log with component=broker; mochi's routine messages are
+// logged at debug level.
+func Start(addr string, log zerolog.Logger) (*Broker, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
+	b := &Broker{conns: newTrackingListener(ln)}
+	b.srv = mqtt.New(&mqtt.Options{
+		Logger: slog.New(quietHandler{zerolog.NewSlogHandler(log.With().Str("component", "broker").Logger())}),
+	})
+	if err := b.srv.AddHook(new(allowAll), nil); err != nil {
+		_ = ln.Close()
+		return nil, fmt.Errorf("embedded broker: add allow-all hook: %w", err)
+	}
+	if err := b.srv.AddListener(&listener{Net: listeners.NewNet("tcp", b.conns), b: b}); err != nil {
+		_ = ln.Close()
+		return nil, fmt.Errorf("embedded broker: add listener: %w", err)
+	}
+	b.served.Add(1) // done by listener.Serve, which mochi's Serve starts
+	if err := b.srv.Serve(); err != nil {
+		// mochi's Serve fails only before it starts the listener.
+		b.served.Done()
+		_ = b.srv.Close()
+		return nil, fmt.Errorf("embedded broker: serve: %w", err)
+	}
+	return b, nil
+}
+
+// Addr returns the TCP address the broker listens on.
+func (b *Broker) Addr() net.Addr {
+	return b.conns.Addr()
+}
+
+// Close disconnects every client, stops the broker and waits for its accept
+// loop and client connections to end. Calls after the first return the
+// first one's result.
+func (b *Broker) Close() error {
+	b.closeOnce.Do(func() {
+		if err := b.srv.Close(); err != nil {
+			b.closeErr = fmt.Errorf("embedded broker: close: %w", err)
+		}
+		b.served.Wait()
+	})
+	return b.closeErr
+}
+
+// allowAll is a mochi hook that lets every client connect and use every topic.
+// (mochi's own auth.AllowHook would pull in a YAML library for its ledger.)
+type allowAll struct {
+	mqtt.HookBase
+}
+
+// ID names the hook in mochi's logs.
+func (*allowAll) ID() string { return "allow-all" }
+
+// Provides reports which hook methods allowAll implements.
+func (*allowAll) Provides(b byte) bool {
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
+}
+
+// OnConnectAuthenticate accepts every client.
+func (*allowAll) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
+
+// OnACLCheck allows every topic, for reading and writing.
+func (*allowAll) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
+
+// listener is mochi's listener for a net.Listener, extended to report the end
+// of its accept loop and to close connections that mochi does not know yet.
+type listener struct {
+	*listeners.Net
+	b *Broker
+}
+
+// Serve runs the accept loop until the listener is closed.
+func (l *listener) Serve(establish listeners.EstablishFn) {
+	defer l.b.served.Done()
+	l.Net.Serve(establish)
+}
+
+// Close disconnects mochi's clients, closes the listener, then closes the
+// connections that have not sent CONNECT yet: mochi waits for those too, but
+// cannot disconnect them.
+func (l *listener) Close(closeClients listeners.CloseFn) {
+	l.Net.Close(closeClients)
+	l.b.conns.closeAll()
+}
+
+// trackingListener is a net.Listener that gives each connection
+// connectTimeout to send CONNECT and remembers the open ones.
+type trackingListener struct {
+	net.Listener
+	mu     sync.Mutex
+	open   map[*trackedConn]struct{}
+	closed bool
+}
+
+func newTrackingListener(ln net.Listener) *trackingListener {
+	return &trackingListener{Listener: ln, open: make(map[*trackedConn]struct{})}
+}
+
+// Accept waits for the next connection.
+func (l *trackingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	_ = c.SetDeadline(time.Now().Add(connectTimeout))
+	tc := &trackedConn{Conn: c, l: l}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		_ = c.Close()
+		return nil, net.ErrClosed
+	}
+	l.open[tc] = struct{}{}
+	return tc, nil
+}
+
+// closeAll closes the listener and every open connection.
+func (l *trackingListener) closeAll() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+	_ = l.Listener.Close()
+	for c := range l.open {
+		_ = c.Conn.Close()
+	}
+	clear(l.open)
+}
+
+// trackedConn is a connection that leaves its listener's set when closed.
+type trackedConn struct {
+	net.Conn
+	l *trackingListener
+}
+
+// Close closes the connection.
+func (c *trackedConn) Close() error {
+	c.l.mu.Lock()
+	delete(c.l.open, c)
+	c.l.mu.Unlock()
+	return c.Conn.Close()
+}

@@ -1,0 +1,580 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/BurntSushi/toml"
+	"github.com/rs/zerolog"
+)
+
+// How the file is decoded, so that every problem is reported and names its key:
+//
+//   - Each top-level table is first kept as a toml.Primitive, so that a table of
+//     the wrong type (gateway = 5) is one error instead of the end of decoding.
+//   - Each table is then decoded into a struct of values that accept any TOML
+//     type; the type of every key is checked afterwards, by key name.
+//   - Integers are checked as int64 before they are narrowed, so that
+//     gateway.id = 300 is an error and never 44.
+//   - Unknown keys come from toml.MetaData.Undecoded, plus keys that are not
+//     lower case (the toml package matches struct fields case-insensitively).
+//
+// A key missing from the file takes its value from Default, and that value goes
+// through the same checks.
+
+// document is the top level of a configuration file.
+type document struct {
+	Gateway          toml.Primitive `toml:"gateway"`
+	UDP              toml.Primitive `toml:"udp"`
+	Upstream         toml.Primitive `toml:"upstream"`
+	EmbeddedBroker   toml.Primitive `toml:"embedded_broker"`
+	Session          toml.Primitive `toml:"session"`
+	PredefinedTopics toml.Primitive `toml:"predefined_topics"`
+	Log              toml.Primitive `toml:"log"`
+}
+
+// value is one key's value as written in the file, whatever its TOML type.
+type value struct {
+	v   any
+	set bool
+}
+
+// UnmarshalTOML implements toml.Unmarshaler; it accepts every value.
+func (x *value) UnmarshalTOML(v any) error {
+	x.v, x.set = v, true
+	return nil
+}
+
+type rawGateway struct {
+	ID value `toml:"id"`
+}
+
+type rawUDP struct {
+	Listen value `toml:"listen"`
+}
+
+type rawUpstream struct {
+	Broker   value `toml:"broker"`
+	Username value `toml:"username"`
+	Password value `toml:"password"`
+}
+
+type rawEmbeddedBroker struct {
+	Listen value `toml:"listen"`
+}
+
+type rawSession struct {
+	MaxClients        value `toml:"max_clients"`
+	MaxClientIDLength value `toml:"max_client_id_length"`
+	RetryInterval     value `toml:"retry_interval"`
+	MaxRetries        value `toml:"max_retries"`
+}
+
+type rawTopic struct {
+	ID    value `toml:"id"`
+	Topic value `toml:"topic"`
+}
+
+type rawLog struct {
+	Level  value `toml:"level"`
+	Format value `toml:"format"`
+}
+
+// logLevels are the names accepted in log.level.
+var logLevels = map[string]zerolog.Level{
+	"debug": zerolog.DebugLevel,
+	"info":  zerolog.InfoLevel,
+	"warn":  zerolog.WarnLevel,
+	"error": zerolog.ErrorLevel,
+}
+
+// decoder collects the problems of one file.
+type decoder struct {
+	file string
+	md   *toml.MetaData
+	errs []error
+	// failed holds the keys already reported, so that keys below them are not
+	// reported again as unknown.
+	failed map[string]bool
+}
+
+func parse(name string, data []byte) (Config, error) {
+	var doc document
+	md, err := toml.Decode(string(data), &doc)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return Config{}, errors.Join(&Error{File: name, Line: pe.Position.Line, Reason: oneLine(pe.Message)})
+		}
+		// Not expected: every table of document is a Primitive.
+		return Config{}, errors.Join(&Error{File: name, Reason: oneLine(err.Error())})
+	}
+	d := &decoder{file: name, md: &md, failed: make(map[string]bool)}
+
+	var (
+		gw  rawGateway
+		udp rawUDP
+		up  rawUpstream
+		eb  rawEmbeddedBroker
+		ses rawSession
+		lg  rawLog
+	)
+	d.table("gateway", doc.Gateway, &gw)
+	d.table("udp", doc.UDP, &udp)
+	d.table("upstream", doc.Upstream, &up)
+	d.table("embedded_broker", doc.EmbeddedBroker, &eb)
+	d.table("session", doc.Session, &ses)
+	topics := d.topicTables(doc.PredefinedTopics)
+	d.table("log", doc.Log, &lg)
+
+	def := Default()
+	cfg := Config{
+		Gateway:          d.gateway(gw, def.Gateway),
+		UDP:              d.udp(udp, def.UDP),
+		Upstream:         d.upstream(up, def.Upstream),
+		Session:          d.session(ses, def.Session),
+		PredefinedTopics: d.topics(topics),
+		Log:              d.log(lg, def.Log),
+	}
+	cfg.EmbeddedBroker = d.embeddedBroker(eb, def.EmbeddedBroker, cfg.Upstream.Embedded())
+
+	errs := append(d.unknownKeys(), d.errs...)
+	if len(errs) > 0 {
+		return Config{}, errors.Join(errs...)
+	}
+	return cfg, nil
+}
+
+// fail records a problem with key.
+func (d *decoder) fail(key, format string, args ...any) {
+	d.failed[key] = true
+	d.errs = append(d.errs, &Error{File: d.file, Key: key, Reason: oneLine(fmt.Sprintf(format, args...))})
+}
+
+// table decodes the top-level table key into dst, if the file has it.
+func (d *decoder) table(key string, p toml.Primitive, dst any) {
+	if !d.md.IsDefined(key) {
+		return
+	}
+	var v any
+	if err := d.md.PrimitiveDecode(p, &v); err != nil {
+		d.fail(key, "%v", err)
+		return
+	}
+	if _, ok := v.(map[string]any); !ok {
+		d.fail(key, "must be a table ([%s]), not %s", key, describe(v))
+		return
+	}
+	if err := d.md.PrimitiveDecode(p, dst); err != nil {
+		d.fail(key, "%v", err) // not expected: every field is a value
+	}
+}
+
+// topicTables decodes the [[predefined_topics]] array, if the file has it.
+func (d *decoder) topicTables(p toml.Primitive) []rawTopic {
+	const key = "predefined_topics"
+	if !d.md.IsDefined(key) {
+		return nil
+	}
+	var v any
+	if err := d.md.PrimitiveDecode(p, &v); err != nil {
+		d.fail(key, "%v", err)
+		return nil
+	}
+	switch v := v.(type) {
+	case []map[string]any: // [[predefined_topics]]
+	case []any: // predefined_topics = [{...}, ...]
+		ok := true
+		for i, e := range v {
+			if _, isTable := e.(map[string]any); !isTable {
+				d.fail(fmt.Sprintf("%s[%d]", key, i), "must be a table such as {id = 1, topic = \"a/b\"}, not %s", describe(e))
+				ok = false
+			}
+		}
+		if !ok {
+			d.failed[key] = true // its keys are not decoded: do not call them unknown
+			return nil
+		}
+	default:
+		d.fail(key, "must be an array of tables ([[%s]]), not %s", key, describe(v))
+		return nil
+	}
+	var topics []rawTopic
+	if err := d.md.PrimitiveDecode(p, &topics); err != nil {
+		d.fail(key, "%v", err) // not expected: every element is a table
+		return nil
+	}
+	return topics
+}
+
+// unknownKeys reports, in file order, the keys that the schema does not have.
+// Keys below a reported key are left out.
+func (d *decoder) unknownKeys() []error {
+	undecoded := make(map[string]bool)
+	for _, k := range d.md.Undecoded() {
+		undecoded[k.String()] = true
+	}
+	reported := make(map[string]bool)
+	var errs []error
+	for _, k := range d.md.Keys() {
+		s := k.String()
+		if reported[s] || below(k, reported) || below(k, d.failed) {
+			continue
+		}
+		var reason string
+		switch {
+		case undecoded[s]:
+			reason = "unknown key"
+		case s != strings.ToLower(s):
+			reason = "unknown key (keys are lower case)"
+		default:
+			continue
+		}
+		reported[s] = true
+		errs = append(errs, &Error{File: d.file, Key: s, Reason: reason})
+	}
+	return errs
+}
+
+// below reports whether a proper prefix of k is in keys.
+func below(k toml.Key, keys map[string]bool) bool {
+	for i := 1; i < len(k); i++ {
+		if keys[k[:i].String()] {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *decoder) gateway(r rawGateway, def GatewayConfig) GatewayConfig {
+	id, _ := d.integer("gateway.id", r.ID, int64(def.ID), 0, 255)
+	return GatewayConfig{ID: uint8(id)}
+}
+
+func (d *decoder) udp(r rawUDP, def UDPConfig) UDPConfig {
+	const key = "udp.listen"
+	if !r.Listen.set {
+		return UDPConfig{Listen: append([]string(nil), def.Listen...)}
+	}
+	list, ok := r.Listen.v.([]any)
+	if !ok {
+		d.fail(key, "must be an array of \"host:port\" strings, not %s", describe(r.Listen.v))
+		return def
+	}
+	if len(list) == 0 {
+		d.fail(key, "must list at least one address")
+		return def
+	}
+	addrs := make([]string, 0, len(list))
+	seen := make(map[string]int)
+	for i, e := range list {
+		k := fmt.Sprintf("%s[%d]", key, i)
+		s, ok := e.(string)
+		if !ok {
+			d.fail(k, "must be a \"host:port\" string, not %s", describe(e))
+			continue
+		}
+		if why := checkHostPort(s); why != "" {
+			d.fail(k, "%s", why)
+			continue
+		}
+		if j, dup := seen[s]; dup {
+			d.fail(k, "%q is already listed as %s[%d]", s, key, j)
+			continue
+		}
+		seen[s] = i
+		addrs = append(addrs, s)
+	}
+	return UDPConfig{Listen: addrs}
+}
+
+func (d *decoder) upstream(r rawUpstream, def UpstreamConfig) UpstreamConfig {
+	var u UpstreamConfig
+	u.Broker, _ = d.str("upstream.broker", r.Broker, def.Broker)
+	if why := checkBroker(u.Broker); why != "" {
+		d.fail("upstream.broker", "%s", why)
+	}
+	u.Username, _ = d.str("upstream.username", r.Username, def.Username)
+	u.Password, _ = d.str("upstream.password", r.Password, def.Password)
+	return u
+}
+
+func (d *decoder) embeddedBroker(r rawEmbeddedBroker, def EmbeddedBrokerConfig, used bool) EmbeddedBrokerConfig {
+	listen, ok := d.str("embedded_broker.listen", r.Listen, def.Listen)
+	if ok && used {
+		if why := checkHostPort(listen); why != "" {
+			d.fail("embedded_broker.listen", "%s", why)
+		}
+	}
+	return EmbeddedBrokerConfig{Listen: listen}
+}
+
+func (d *decoder) session(r rawSession, def SessionConfig) SessionConfig {
+	maxClients, _ := d.integer("session.max_clients", r.MaxClients, int64(def.MaxClients), 1, 1_000_000)
+	maxIDLen, _ := d.integer("session.max_client_id_length", r.MaxClientIDLength, int64(def.MaxClientIDLength), 1, 65535)
+	retry := d.duration("session.retry_interval", r.RetryInterval, def.RetryInterval, 100*time.Millisecond, time.Hour)
+	retries, _ := d.integer("session.max_retries", r.MaxRetries, int64(def.MaxRetries), 0, 100)
+	return SessionConfig{
+		MaxClients:        int(maxClients),
+		MaxClientIDLength: int(maxIDLen),
+		RetryInterval:     retry,
+		MaxRetries:        int(retries),
+	}
+}
+
+func (d *decoder) topics(raw []rawTopic) []PredefinedTopic {
+	if len(raw) == 0 {
+		return nil
+	}
+	topics := make([]PredefinedTopic, 0, len(raw))
+	ids := make(map[int64]int)
+	names := make(map[string]int)
+	for i, r := range raw {
+		idKey := fmt.Sprintf("predefined_topics[%d].id", i)
+		topicKey := fmt.Sprintf("predefined_topics[%d].topic", i)
+
+		id, idOK := int64(0), false
+		switch n, isInt := r.ID.v.(int64); {
+		case !r.ID.set:
+			d.fail(idKey, "missing; every [[predefined_topics]] needs an id and a topic")
+		case !isInt:
+			d.fail(idKey, "must be an integer, not %s", describe(r.ID.v))
+		case n == 0 || n == 0xFFFF:
+			d.fail(idKey, "%d is reserved (use 1..65534)", n)
+		case n < 1 || n > 0xFFFE:
+			d.fail(idKey, "%d is out of range 1..65534", n)
+		default:
+			if j, dup := ids[n]; dup {
+				d.fail(idKey, "%d is already used by predefined_topics[%d]", n, j)
+				break
+			}
+			ids[n] = i
+			id, idOK = n, true
+		}
+
+		name, nameOK := "", false
+		switch s, isStr := r.Topic.v.(string); {
+		case !r.Topic.set:
+			d.fail(topicKey, "missing; every [[predefined_topics]] needs an id and a topic")
+		case !isStr:
+			d.fail(topicKey, "must be a string, not %s", describe(r.Topic.v))
+		default:
+			if why := checkTopic(s); why != "" {
+				d.fail(topicKey, "%s", why)
+				break
+			}
+			if j, dup := names[s]; dup {
+				d.fail(topicKey, "%q is already used by predefined_topics[%d]", s, j)
+				break
+			}
+			names[s] = i
+			name, nameOK = s, true
+		}
+
+		if idOK && nameOK {
+			topics = append(topics, PredefinedTopic{ID: uint16(id), Topic: name})
+		}
+	}
+	return topics
+}
+
+func (d *decoder) log(r rawLog, def LogConfig) LogConfig {
+	l := def
+	if name, ok := d.str("log.level", r.Level, def.Level.String()); ok {
+		if lvl, known := logLevels[name]; known {
+			l.Level = lvl
+		} else {
+			d.fail("log.level", "%q is not a log level (use debug, info, warn or error)", name)
+		}
+	}
+	if f, ok := d.str("log.format", r.Format, def.Format); ok {
+		if f == FormatConsole || f == FormatJSON {
+			l.Format = f
+		} else {
+			d.fail("log.format", "%q is not a log format (use console or json)", f)
+		}
+	}
+	return l
+}
+
+// integer returns the integer at key, or def when the file does not set it,
+// after checking that it lies in lo..hi. On failure it returns def and false.
+func (d *decoder) integer(key string, v value, def, lo, hi int64) (int64, bool) {
+	n := def
+	if v.set {
+		i, ok := v.v.(int64)
+		if !ok {
+			d.fail(key, "must be an integer, not %s", describe(v.v))
+			return def, false
+		}
+		n = i
+	}
+	if n < lo || n > hi {
+		d.fail(key, "%d is out of range %d..%d", n, lo, hi)
+		return def, false
+	}
+	return n, true
+}
+
+// str returns the string at key, or def when the file does not set it.
+// On failure it returns def and false.
+func (d *decoder) str(key string, v value, def string) (string, bool) {
+	if !v.set {
+		return def, true
+	}
+	s, ok := v.v.(string)
+	if !ok {
+		d.fail(key, "must be a string, not %s", describe(v.v))
+		return def, false
+	}
+	return s, true
+}
+
+// duration returns the duration at key, or def when the file does not set
+// it, after checking that it lies in lo..hi. On failure it returns def.
+func (d *decoder) duration(key string, v value, def, lo, hi time.Duration) time.Duration {
+	if !v.set {
+		return def
+	}
+	s, ok := v.v.(string)
+	if !ok {
+		d.fail(key, "must be a duration string such as \"10s\", not %s", describe(v.v))
+		return def
+	}
+	dur, err := time.ParseDuration(s)
+	if err != nil {
+		d.fail(key, "%q is not a duration (use e.g. \"10s\")", s)
+		return def
+	}
+	if dur < lo || dur > hi {
+		d.fail(key, "%q is out of range %s..%s", s, shortDuration(lo), shortDuration(hi))
+		return def
+	}
+	return dur
+}
+
+// checkHostPort says what is wrong with a "host:port" address, or "" if
+// nothing is. The host may be empty, an IP literal or a name; the port must be
+// numeric, 0..65535.
+func checkHostPort(s string) string {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			return fmt.Sprintf("%q is not a host:port address: %s", s, ae.Err)
+		}
+		return fmt.Sprintf("%q is not a host:port address", s)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Sprintf("%q: port %q is not a number in 0..65535", s, port)
+	}
+	return ""
+}
+
+// checkBroker says what is wrong with an upstream.broker value, or "" if
+// nothing is.
+func checkBroker(s string) string {
+	if s == Embedded {
+		return ""
+	}
+	const want = `use "embedded" or a URL such as "tcp://host:1883" or "tls://host:8883"`
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme == "" {
+		return fmt.Sprintf("%q is not a broker URL; %s", redact(s, u), want)
+	}
+	shown := redact(s, u)
+	switch u.Scheme {
+	case "tcp", "mqtt", "tls", "ssl":
+	default:
+		return fmt.Sprintf("%q: scheme %q is not supported (use tcp, mqtt, tls or ssl)", shown, u.Scheme)
+	}
+	switch {
+	case u.User != nil:
+		return fmt.Sprintf("%q: put credentials in upstream.username and upstream.password, not in the URL", shown)
+	case u.Hostname() == "":
+		return fmt.Sprintf("%q has no host; %s", shown, want)
+	case u.Port() == "":
+		return fmt.Sprintf("%q has no port; %s", shown, want)
+	case (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "":
+		return fmt.Sprintf("%q: a broker URL has no path, query or fragment", shown)
+	}
+	if p, err := strconv.ParseUint(u.Port(), 10, 16); err != nil || p == 0 {
+		return fmt.Sprintf("%q: port %q is not a number in 1..65535", shown, u.Port())
+	}
+	return ""
+}
+
+// redact returns s fit for an error message: without the password, if u
+// parsed it.
+func redact(s string, u *url.URL) string {
+	if u == nil || u.User == nil {
+		return s
+	}
+	return u.Redacted()
+}
+
+// checkTopic says what is wrong with a predefined topic name, or "" if
+// nothing is.
+func checkTopic(s string) string {
+	switch {
+	case s == "":
+		return "must not be empty"
+	case !utf8.ValidString(s):
+		return fmt.Sprintf("%q is not valid UTF-8", s)
+	case strings.ContainsRune(s, 0):
+		return fmt.Sprintf("%q contains a NUL character", s)
+	case strings.ContainsAny(s, "+#"):
+		return fmt.Sprintf("%q contains a wildcard ('+' or '#'); a predefined topic is a topic name, not a filter", s)
+	case len(s) > 65535:
+		return fmt.Sprintf("is %d bytes long; the limit is 65535", len(s))
+	}
+	return ""
+}
+
+// describe names the TOML type of v, with v itself when it is short.
+func describe(v any) string {
+	switch v := v.(type) {
+	case string:
+		return fmt.Sprintf("the string %q", v)
+	case int64:
+		return fmt.Sprintf("the integer %d", v)
+	case float64:
+		return fmt.Sprintf("the float %v", v)
+	case bool:
+		return fmt.Sprintf("the boolean %t", v)
+	case time.Time:
+		return "a date-time"
+	case map[string]any:
+		return "a table"
+	case []map[string]any:
+		return "an array of tables"
+	case []any:
+		return "an array"
+	default:
+		return fmt.Sprintf("a %T", v)
+	}
+}
+
+// shortDuration formats d without zero units: 1h, not 1h0m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// oneLine replaces line breaks in s with spaces, so that every Error is one
+// line.
+func oneLine(s string) string {
+	return strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(s)
+}
