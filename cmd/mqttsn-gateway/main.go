@@ -33,8 +33,12 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/sensorgate/mqttsn-gateway/gateway"
 	"github.com/sensorgate/mqttsn-gateway/gateway/broker"
 	"github.com/sensorgate/mqttsn-gateway/gateway/config"
+	"github.com/sensorgate/mqttsn-gateway/gateway/upstream"
+	"github.com/sensorgate/mqttsn-gateway/topicmap"
+	"github.com/sensorgate/mqttsn-gateway/transport"
 )
 
 // version is the gateway's version, set at build time with
@@ -187,7 +191,7 @@ func serve(cfg config.Config, log zerolog.Logger, signals <-chan os.Signal, run 
 // error, after stopping what had started, when something cannot start or
 // fails.
 func run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
-	upstream := cfg.Upstream.Broker // the broker URL for the upstream adapter
+	upstreamURL := cfg.Upstream.Broker
 	if cfg.Upstream.Embedded() {
 		b, err := broker.Start(cfg.EmbeddedBroker.Listen, log)
 		if err != nil {
@@ -199,21 +203,85 @@ func run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 			}
 		}()
 		log.Info().Stringer("addr", b.Addr()).Msg("embedded MQTT broker listening")
-		upstream = "tcp://" + b.Addr().String()
+		upstreamURL = "tcp://" + b.Addr().String()
 	}
-	log.Info().Str("broker", upstream).Msg("upstream MQTT broker")
+	log.Info().Str("broker", upstreamURL).Msg("upstream MQTT broker")
 
-	// ------------------------------------------------------------------
-	// TODO(lead): start the gateway here.
-	//   - the upstream adapter for `upstream` (cfg.Upstream.Username/Password),
-	//   - the gateway core (cfg.Gateway, cfg.Session, cfg.PredefinedTopics),
-	//   - one transport UDP listener per address in cfg.UDP.Listen.
-	// Defer each one's Close right after it starts, so that they stop in
-	// reverse order when ctx is cancelled, and return a start error wrapped
-	// with what failed. A component that fails while running should cancel
-	// the wait below and make run return its error.
-	// ------------------------------------------------------------------
+	up, err := upstream.New(upstream.Options{
+		URL:            upstreamURL,
+		Username:       cfg.Upstream.Username,
+		Password:       cfg.Upstream.Password,
+		ClientIDPrefix: cfg.Upstream.ClientIDPrefix,
+		CAFile:         cfg.Upstream.CAFile,
+		KeepAlive:      cfg.Upstream.KeepAlive,
+		ReceiveMaximum: uint16(cfg.Upstream.ReceiveMaximum),
+		Log:            log.With().Str("component", "upstream").Logger(),
+	})
+	if err != nil {
+		return err
+	}
+	gcfg, err := gatewayConfig(cfg)
+	if err != nil {
+		return err
+	}
+	gw, err := gateway.New(gcfg, up, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout-time.Second)
+		defer cancel()
+		if err := gw.Close(ctx); err != nil {
+			log.Error().Err(err).Msg("stopping the gateway")
+		}
+	}()
 
-	<-ctx.Done()
-	return nil
+	failed := make(chan error, len(cfg.UDP.Listen))
+	for _, addr := range cfg.UDP.Listen {
+		l, err := transport.ListenUDP(addr, transport.UDPOptions{MaxDatagram: cfg.UDP.MaxDatagram, ReadBuffer: cfg.UDP.ReadBuffer})
+		if err != nil {
+			return err
+		}
+		defer l.Close()
+		log.Info().Stringer("addr", l.LocalAddr()).Msg("MQTT-SN listening on UDP")
+		go func() {
+			if err := l.Serve(gw.HandleDatagram); err != nil {
+				failed <- err
+			}
+		}()
+	}
+
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-failed:
+		return err
+	}
+}
+
+// gatewayConfig is the gateway core's part of the configuration.
+func gatewayConfig(cfg config.Config) (gateway.Config, error) {
+	var pre []topicmap.PredefinedTopic
+	for _, t := range cfg.PredefinedTopics {
+		pre = append(pre, topicmap.PredefinedTopic{ID: t.ID, Topic: t.Topic})
+	}
+	predefined, err := topicmap.NewPredefined(pre)
+	if err != nil {
+		return gateway.Config{}, fmt.Errorf("predefined topics: %w", err)
+	}
+	return gateway.Config{
+		GatewayID:          cfg.Gateway.ID,
+		MaxClients:         cfg.Session.MaxClients,
+		MaxClientIDLength:  cfg.Session.MaxClientIDLength,
+		MaxTopics:          cfg.Session.MaxTopics,
+		RetryInterval:      cfg.Session.RetryInterval,
+		MaxRetries:         cfg.Session.MaxRetries,
+		AllowZeroKeepAlive: cfg.Session.AllowZeroKeepAlive,
+		SessionExpiry:      cfg.Upstream.SessionExpiry,
+		UpstreamTimeout:    cfg.Upstream.Timeout,
+		ReceiveMaximum:     cfg.Upstream.ReceiveMaximum,
+		Predefined:         predefined,
+		QoSMinus1:          cfg.QoSMinus1.Enabled,
+		QoSMinus1Senders:   cfg.QoSMinus1.AllowedSenders,
+	}, nil
 }

@@ -93,7 +93,30 @@ func (*allowAll) ID() string { return "allow-all" }
 
 // Provides reports which hook methods allowAll implements.
 func (*allowAll) Provides(b byte) bool {
-	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
+	switch b {
+	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished:
+		return true
+	}
+	return false
+}
+
+// OnSessionEstablish turns off mochi's flow control towards the client.
+//
+// mochi v2.7.9 honours a client's Receive Maximum by parking QoS 1/2
+// messages beyond it, but sends a parked message only when another packet
+// arrives, in an order that is random within a second, and then forgets it,
+// so its PUBACK never returns the quota: messages are reordered and, once
+// the quota leaks away, held until the client reconnects. With the quota
+// off, mochi sends every message at once, in order; the gateway bounds what
+// it takes with TCP backpressure instead.
+func (*allowAll) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
+	cl.State.Inflight.ResetSendQuota(0)
+}
+
+// OnSessionEstablished turns flow control off again for a session that
+// inherited the quota of a previous connection.
+func (*allowAll) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	cl.State.Inflight.ResetSendQuota(0)
 }
 
 // OnConnectAuthenticate accepts every client.

@@ -8,6 +8,7 @@ package config
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -33,6 +34,7 @@ type Config struct {
 	EmbeddedBroker   EmbeddedBrokerConfig
 	Session          SessionConfig
 	PredefinedTopics []PredefinedTopic // nil when the file has none
+	QoSMinus1        QoSMinus1Config
 	Log              LogConfig
 }
 
@@ -47,15 +49,43 @@ type UDPConfig struct {
 	// Listen holds the host:port addresses of the UDP sockets, IPv4 or IPv6;
 	// never empty, no duplicates. The port may be 0 (any free port).
 	Listen []string
+	// MaxDatagram is the largest datagram accepted, in bytes, 16..65535;
+	// larger ones are dropped and counted.
+	MaxDatagram int
+	// ReadBuffer is the socket receive buffer (SO_RCVBUF) in bytes,
+	// 0..268435456; 0 keeps the OS default. Linux caps it at
+	// net.core.rmem_max without an error.
+	ReadBuffer int
 }
 
 // UpstreamConfig is the [upstream] table.
 type UpstreamConfig struct {
 	// Broker is Embedded or a URL "scheme://host:port" with scheme tcp, mqtt,
 	// tls or ssl.
-	Broker   string
+	Broker string
+	// Username and Password are the credentials presented to the broker;
+	// "" means none.
 	Username string
 	Password string
+	// ClientIDPrefix is put before every sensor's ClientID on its broker
+	// connection; at most 64 bytes, no NUL.
+	ClientIDPrefix string
+	// CAFile is a PEM file of CA certificates for a tls:// or ssl:// broker;
+	// "" means the system roots. Set only with such a broker, and the file
+	// existed and was readable when the configuration was loaded.
+	CAFile string
+	// SessionExpiry is how long the broker and the gateway keep a
+	// CleanSession=0 sensor's session after its connection ends; 0s..8760h.
+	SessionExpiry time.Duration
+	// KeepAlive is the MQTT keep-alive of each broker connection, a whole
+	// number of seconds in 5s..18h; the gateway pings the broker itself.
+	KeepAlive time.Duration
+	// ReceiveMaximum is how many QoS 1 and 2 messages the broker may have in
+	// flight towards one sensor, 1..65535.
+	ReceiveMaximum int
+	// Timeout bounds one broker request (connect, publish acknowledgement,
+	// subscribe); 1s..5m.
+	Timeout time.Duration
 }
 
 // Embedded reports whether the gateway runs its own embedded MQTT broker.
@@ -74,6 +104,26 @@ type SessionConfig struct {
 	MaxClientIDLength int           // 1..65535 bytes; MQTT-SN 1.2 says 23
 	RetryInterval     time.Duration // Tretry, 100ms..1h
 	MaxRetries        int           // Nretry, 0..100
+	// MaxTopics is the number of topic IDs per sensor, 1..65534; a REGISTER
+	// beyond it gets REGACK 0x01 (congestion).
+	MaxTopics int
+	// AllowZeroKeepAlive accepts CONNECT with keep-alive 0, which is refused
+	// with CONNACK 0x03 otherwise: over UDP such a sensor can never be found
+	// lost.
+	AllowZeroKeepAlive bool
+}
+
+// QoSMinus1Config is the [qos_minus1] table: PUBLISH with QoS -1, sent
+// without a connection to a predefined topic ID or a short topic name
+// (MQTT-SN 1.2 §6.8).
+type QoSMinus1Config struct {
+	// Enabled accepts QoS -1 PUBLISH; they are forwarded to the broker at
+	// QoS 0 over one shared connection.
+	Enabled bool
+	// AllowedSenders are the source networks allowed to send QoS -1, each
+	// masked (10.0.0.0/8, never 10.0.0.1/8), without duplicates; nil means
+	// any sender. A single host is a /32 or /128 prefix.
+	AllowedSenders []netip.Prefix
 }
 
 // PredefinedTopic is one [[predefined_topics]] entry: a topic ID known to
@@ -95,17 +145,30 @@ type LogConfig struct {
 // Default returns the configuration used for every key the file leaves out.
 func Default() Config {
 	return Config{
-		Gateway:        GatewayConfig{ID: 1},
-		UDP:            UDPConfig{Listen: []string{"127.0.0.1:1884"}},
-		Upstream:       UpstreamConfig{Broker: Embedded},
+		Gateway: GatewayConfig{ID: 1},
+		UDP: UDPConfig{
+			Listen:      []string{"127.0.0.1:1884"},
+			MaxDatagram: 1500,
+			ReadBuffer:  0,
+		},
+		Upstream: UpstreamConfig{
+			Broker:         Embedded,
+			SessionExpiry:  time.Hour,
+			KeepAlive:      60 * time.Second,
+			ReceiveMaximum: 16,
+			Timeout:        10 * time.Second,
+		},
 		EmbeddedBroker: EmbeddedBrokerConfig{Listen: "127.0.0.1:1883"},
 		Session: SessionConfig{
-			MaxClients:        10000,
-			MaxClientIDLength: 64,
-			RetryInterval:     10 * time.Second,
-			MaxRetries:        3,
+			MaxClients:         10000,
+			MaxClientIDLength:  64,
+			RetryInterval:      10 * time.Second,
+			MaxRetries:         3,
+			MaxTopics:          1000,
+			AllowZeroKeepAlive: false,
 		},
-		Log: LogConfig{Level: zerolog.InfoLevel, Format: FormatConsole},
+		QoSMinus1: QoSMinus1Config{Enabled: true},
+		Log:       LogConfig{Level: zerolog.InfoLevel, Format: FormatConsole},
 	}
 }
 
@@ -135,8 +198,8 @@ func Parse(name string, data []byte) (Config, error) {
 //
 // Its message is one line, "<file>: <key>: <reason>" for a problem with a key
 // and "<file>: line <n>: <reason>" for a TOML syntax error. Keys are dotted
-// paths with 0-based indexes, such as "udp.listen[1]" or
-// "predefined_topics[2].id".
+// paths with 0-based indexes, such as "udp.listen[1]",
+// "predefined_topics[2].id" or "qos_minus1.allowed_senders[0]".
 type Error struct {
 	File   string
 	Line   int    // 1-based line of a syntax error; 0 when not known

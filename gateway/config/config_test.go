@@ -3,10 +3,12 @@ package config
 import (
 	"errors"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -46,6 +48,7 @@ func TestShippedFileHasEveryKey(t *testing.T) {
 		"upstream":        rawUpstream{},
 		"embedded_broker": rawEmbeddedBroker{},
 		"session":         rawSession{},
+		"qos_minus1":      rawQoSMinus1{},
 		"log":             rawLog{},
 	}
 	for _, table := range tomlTags(t, document{}) {
@@ -134,7 +137,7 @@ listen = ["127.0.0.1:0", "[::1]:1884", ":1885", "localhost:1886", "[fe80::1%eth0
 			"external broker over TCP",
 			"[upstream]\nbroker = \"tcp://broker.example:1883\"\nusername = \"gw\"\npassword = \"secret\"",
 			func(c *Config) {
-				c.Upstream = UpstreamConfig{Broker: "tcp://broker.example:1883", Username: "gw", Password: "secret"}
+				c.Upstream.Broker, c.Upstream.Username, c.Upstream.Password = "tcp://broker.example:1883", "gw", "secret"
 			},
 		},
 		{"mqtt scheme", `upstream.broker = "mqtt://10.0.0.1:1883"`, func(c *Config) { c.Upstream.Broker = "mqtt://10.0.0.1:1883" }},
@@ -153,10 +156,81 @@ max_client_id_length = 65535
 retry_interval = "100ms"
 max_retries = 0`,
 			func(c *Config) {
-				c.Session = SessionConfig{MaxClients: 1_000_000, MaxClientIDLength: 65535, RetryInterval: 100 * time.Millisecond, MaxRetries: 0}
+				c.Session.MaxClients, c.Session.MaxClientIDLength = 1_000_000, 65535
+				c.Session.RetryInterval, c.Session.MaxRetries = 100*time.Millisecond, 0
 			},
 		},
 		{"retry interval 1h", `session.retry_interval = "1h"`, func(c *Config) { c.Session.RetryInterval = time.Hour }},
+		{
+			"session new keys",
+			"[session]\nmax_topics = 1\nallow_zero_keep_alive = true",
+			func(c *Config) { c.Session.MaxTopics, c.Session.AllowZeroKeepAlive = 1, true },
+		},
+		{"max topics 65534", `session.max_topics = 65534`, func(c *Config) { c.Session.MaxTopics = 65534 }},
+		{"allow zero keep alive false", `session.allow_zero_keep_alive = false`, func(c *Config) {}},
+
+		// [udp] sizes
+		{"udp smallest", "[udp]\nmax_datagram = 16\nread_buffer = 0", func(c *Config) { c.UDP.MaxDatagram = 16 }},
+		{
+			"udp largest",
+			"[udp]\nmax_datagram = 65535\nread_buffer = 268_435_456",
+			func(c *Config) { c.UDP.MaxDatagram, c.UDP.ReadBuffer = 65535, 268435456 },
+		},
+		{"udp read buffer 4 MiB", `udp.read_buffer = 4194304`, func(c *Config) { c.UDP.ReadBuffer = 4 << 20 }},
+
+		// [upstream] new keys
+		{
+			"upstream lower bounds",
+			`[upstream]
+client_id_prefix = "sn-"
+session_expiry = "0s"
+keep_alive = "5s"
+receive_maximum = 1
+timeout = "1s"`,
+			func(c *Config) {
+				c.Upstream.ClientIDPrefix = "sn-"
+				c.Upstream.SessionExpiry, c.Upstream.KeepAlive, c.Upstream.Timeout = 0, 5*time.Second, time.Second
+				c.Upstream.ReceiveMaximum = 1
+			},
+		},
+		{
+			"upstream upper bounds",
+			`[upstream]
+client_id_prefix = "` + strings.Repeat("p", 64) + `"
+session_expiry = "8760h"
+keep_alive = "18h"
+receive_maximum = 65535
+timeout = "5m"`,
+			func(c *Config) {
+				c.Upstream.ClientIDPrefix = strings.Repeat("p", 64)
+				c.Upstream.SessionExpiry, c.Upstream.KeepAlive, c.Upstream.Timeout = 8760*time.Hour, 18*time.Hour, 5*time.Minute
+				c.Upstream.ReceiveMaximum = 65535
+			},
+		},
+		{"keep alive in minutes", `upstream.keep_alive = "1m30s"`, func(c *Config) { c.Upstream.KeepAlive = 90 * time.Second }},
+		{"keep alive 1000ms", `upstream.keep_alive = "5000ms"`, func(c *Config) { c.Upstream.KeepAlive = 5 * time.Second }},
+		{"ca file empty with embedded broker", `upstream.ca_file = ""`, func(c *Config) {}},
+
+		// [qos_minus1]
+		{"qos -1 disabled", "[qos_minus1]\nenabled = false", func(c *Config) { c.QoSMinus1.Enabled = false }},
+		{"qos -1 no senders listed", "[qos_minus1]\nallowed_senders = []", func(c *Config) {}},
+		{
+			"qos -1 senders, masked, bare addresses",
+			`[qos_minus1]
+allowed_senders = ["127.0.0.1/32", "10.1.2.3/8", "::1/128", "192.168.1.7", "fd00::1", "2001:db8::1/32", "0.0.0.0/0", "::/0"]`,
+			func(c *Config) {
+				c.QoSMinus1.AllowedSenders = []netip.Prefix{
+					netip.MustParsePrefix("127.0.0.1/32"),
+					netip.MustParsePrefix("10.0.0.0/8"),
+					netip.MustParsePrefix("::1/128"),
+					netip.MustParsePrefix("192.168.1.7/32"),
+					netip.MustParsePrefix("fd00::1/128"),
+					netip.MustParsePrefix("2001:db8::/32"),
+					netip.MustParsePrefix("0.0.0.0/0"),
+					netip.MustParsePrefix("::/0"),
+				}
+			},
+		},
 		{
 			"predefined topics",
 			`[[predefined_topics]]
@@ -261,6 +335,54 @@ func TestParseErrors(t *testing.T) {
 		{"broker type", "[upstream]\nbroker = true", []problem{{"upstream.broker", "must be a string, not the boolean true"}}},
 		{"username type", "[upstream]\nusername = 1", []problem{{"upstream.username", "must be a string"}}},
 		{"password type", "[upstream]\npassword = [\"x\"]", []problem{{"upstream.password", "must be a string, not an array"}}},
+		{"client id prefix type", "[upstream]\nclient_id_prefix = 1", []problem{{"upstream.client_id_prefix", "must be a string, not the integer 1"}}},
+		{
+			"client id prefix too long",
+			"[upstream]\nclient_id_prefix = \"" + strings.Repeat("p", 65) + "\"",
+			[]problem{{"upstream.client_id_prefix", "is 65 bytes long; the limit is 64"}},
+		},
+		{
+			"client id prefix multi-byte too long",
+			"[upstream]\nclient_id_prefix = \"" + strings.Repeat("ü", 33) + "\"",
+			[]problem{{"upstream.client_id_prefix", "is 66 bytes long; the limit is 64"}},
+		},
+		{"client id prefix NUL", "[upstream]\nclient_id_prefix = \"a\\u0000b\"", []problem{{"upstream.client_id_prefix", "contains a NUL character"}}},
+		{"ca file type", "[upstream]\nca_file = true", []problem{{"upstream.ca_file", "must be a string, not the boolean true"}}},
+		{
+			"ca file with the embedded broker",
+			"[upstream]\nca_file = \"/etc/ssl/certs/ca-certificates.crt\"",
+			[]problem{{"upstream.ca_file", `only used with a tls:// or ssl:// broker; upstream.broker is "embedded"`}},
+		},
+		{
+			"ca file with a tcp broker",
+			"[upstream]\nbroker = \"tcp://h:1883\"\nca_file = \"ca.pem\"",
+			[]problem{{"upstream.ca_file", `only used with a tls:// or ssl:// broker; upstream.broker is "tcp://h:1883"`}},
+		},
+		{
+			"ca file with a broken broker URL: only the URL reported",
+			"[upstream]\nbroker = \"tls://h\"\nca_file = \"ca.pem\"",
+			[]problem{{"upstream.broker", `"tls://h" has no port`}},
+		},
+		{
+			"ca file missing",
+			"[upstream]\nbroker = \"tls://h:8883\"\nca_file = \"testdata/no-such-ca.pem\"",
+			[]problem{{"upstream.ca_file", `cannot use "testdata/no-such-ca.pem": no such file or directory`}},
+		},
+		{"session expiry negative", "[upstream]\nsession_expiry = \"-1s\"", []problem{{"upstream.session_expiry", `"-1s" is out of range 0s..8760h`}}},
+		{"session expiry too long", "[upstream]\nsession_expiry = \"8761h\"", []problem{{"upstream.session_expiry", `"8761h" is out of range 0s..8760h`}}},
+		{"session expiry integer", "[upstream]\nsession_expiry = 3600", []problem{{"upstream.session_expiry", `must be a duration string such as "10s", not the integer 3600`}}},
+		{"session expiry days", "[upstream]\nsession_expiry = \"1d\"", []problem{{"upstream.session_expiry", `"1d" is not a duration`}}},
+		{"keep alive fraction", "[upstream]\nkeep_alive = \"1.5s\"", []problem{{"upstream.keep_alive", `"1.5s" is not a whole number of seconds`}}},
+		{"keep alive fraction in range", "[upstream]\nkeep_alive = \"60500ms\"", []problem{{"upstream.keep_alive", `"60500ms" is not a whole number of seconds`}}},
+		{"keep alive too short", "[upstream]\nkeep_alive = \"4s\"", []problem{{"upstream.keep_alive", `"4s" is out of range 5s..18h`}}},
+		{"keep alive too long", "[upstream]\nkeep_alive = \"18h0m1s\"", []problem{{"upstream.keep_alive", `"18h0m1s" is out of range 5s..18h`}}},
+		{"keep alive integer", "[upstream]\nkeep_alive = 60", []problem{{"upstream.keep_alive", `must be a duration string such as "10s", not the integer 60`}}},
+		{"receive maximum 0", "[upstream]\nreceive_maximum = 0", []problem{{"upstream.receive_maximum", "0 is out of range 1..65535"}}},
+		{"receive maximum too big", "[upstream]\nreceive_maximum = 65536", []problem{{"upstream.receive_maximum", "65536 is out of range 1..65535"}}},
+		{"receive maximum string", "[upstream]\nreceive_maximum = \"16\"", []problem{{"upstream.receive_maximum", `must be an integer, not the string "16"`}}},
+		{"timeout too short", "[upstream]\ntimeout = \"999ms\"", []problem{{"upstream.timeout", `"999ms" is out of range 1s..5m`}}},
+		{"timeout too long", "[upstream]\ntimeout = \"5m1s\"", []problem{{"upstream.timeout", `"5m1s" is out of range 1s..5m`}}},
+		{"timeout float", "[upstream]\ntimeout = 1.5", []problem{{"upstream.timeout", `must be a duration string such as "10s", not the float 1.5`}}},
 
 		// [embedded_broker]
 		{"embedded listen", "[embedded_broker]\nlisten = \"1883\"", []problem{{"embedded_broker.listen", `"1883" is not a host:port address`}}},
@@ -277,6 +399,109 @@ func TestParseErrors(t *testing.T) {
 		{"retry interval too long", "[session]\nretry_interval = \"61m\"", []problem{{"session.retry_interval", `"61m" is out of range 100ms..1h`}}},
 		{"max retries negative", "[session]\nmax_retries = -1", []problem{{"session.max_retries", "-1 is out of range 0..100"}}},
 		{"max retries too many", "[session]\nmax_retries = 101", []problem{{"session.max_retries", "101 is out of range 0..100"}}},
+		{"max topics 0", "[session]\nmax_topics = 0", []problem{{"session.max_topics", "0 is out of range 1..65534"}}},
+		{"max topics 65535", "[session]\nmax_topics = 65535", []problem{{"session.max_topics", "65535 is out of range 1..65534"}}},
+		{"max topics float", "[session]\nmax_topics = 1e3", []problem{{"session.max_topics", "must be an integer, not the float 1000"}}},
+		{
+			"allow zero keep alive string",
+			"[session]\nallow_zero_keep_alive = \"yes\"",
+			[]problem{{"session.allow_zero_keep_alive", `must be a boolean (true or false), not the string "yes"`}},
+		},
+		{
+			"allow zero keep alive integer",
+			"[session]\nallow_zero_keep_alive = 1",
+			[]problem{{"session.allow_zero_keep_alive", "must be a boolean (true or false), not the integer 1"}},
+		},
+
+		// [udp] sizes
+		{"max datagram too small", "[udp]\nmax_datagram = 15", []problem{{"udp.max_datagram", "15 is out of range 16..65535"}}},
+		{"max datagram too big", "[udp]\nmax_datagram = 65536", []problem{{"udp.max_datagram", "65536 is out of range 16..65535"}}},
+		{"max datagram string", "[udp]\nmax_datagram = \"1500\"", []problem{{"udp.max_datagram", `must be an integer, not the string "1500"`}}},
+		{"read buffer negative", "[udp]\nread_buffer = -1", []problem{{"udp.read_buffer", "-1 is out of range 0..268435456"}}},
+		{"read buffer too big", "[udp]\nread_buffer = 268435457", []problem{{"udp.read_buffer", "268435457 is out of range 0..268435456"}}},
+		{"read buffer string", "[udp]\nread_buffer = \"4M\"", []problem{{"udp.read_buffer", `must be an integer, not the string "4M"`}}},
+		{
+			"udp problems in listen and sizes together",
+			"[udp]\nlisten = []\nmax_datagram = 0\nread_buffer = -5",
+			[]problem{
+				{"udp.listen", "must list at least one address"},
+				{"udp.max_datagram", "0 is out of range 16..65535"},
+				{"udp.read_buffer", "-5 is out of range 0..268435456"},
+			},
+		},
+
+		// [qos_minus1]
+		{"qos -1 not a table", "qos_minus1 = true", []problem{{"qos_minus1", "must be a table ([qos_minus1]), not the boolean true"}}},
+		{"qos -1 unknown key", "[qos_minus1]\nsenders = []", []problem{{"qos_minus1.senders", "unknown key"}}},
+		{"qos -1 enabled string", "[qos_minus1]\nenabled = \"true\"", []problem{{"qos_minus1.enabled", `must be a boolean (true or false), not the string "true"`}}},
+		{
+			"qos -1 senders a string",
+			"[qos_minus1]\nallowed_senders = \"10.0.0.0/8\"",
+			[]problem{{"qos_minus1.allowed_senders", `must be an array of network strings such as "10.0.0.0/8", not the string "10.0.0.0/8"`}},
+		},
+		{
+			"qos -1 sender not a string",
+			"[qos_minus1]\nallowed_senders = [\"10.0.0.0/8\", 10]",
+			[]problem{{"qos_minus1.allowed_senders[1]", `must be a network string such as "10.0.0.0/8", not the integer 10`}},
+		},
+		{
+			"qos -1 sender prefix too long",
+			"[qos_minus1]\nallowed_senders = [\"10.0.0.0/33\"]",
+			[]problem{{"qos_minus1.allowed_senders[0]", `"10.0.0.0/33" is not a network: prefix length out of range`}},
+		},
+		{
+			"qos -1 sender bad address",
+			"[qos_minus1]\nallowed_senders = [\"::1/128\", \"10.0.0.256\"]",
+			[]problem{{"qos_minus1.allowed_senders[1]", `"10.0.0.256" is not an address: IPv4 field has value >255`}},
+		},
+		{
+			"qos -1 sender host name",
+			"[qos_minus1]\nallowed_senders = [\"sensors.example\"]",
+			[]problem{{"qos_minus1.allowed_senders[0]", `"sensors.example" is not an address`}},
+		},
+		{
+			"qos -1 sender empty",
+			"[qos_minus1]\nallowed_senders = [\"\"]",
+			[]problem{{"qos_minus1.allowed_senders[0]", `"" is not an address`}},
+		},
+		{
+			"qos -1 sender with a zone",
+			"[qos_minus1]\nallowed_senders = [\"fe80::1%eth0\"]",
+			[]problem{{"qos_minus1.allowed_senders[0]", `"fe80::1%eth0" has an IPv6 zone (%eth0), which is not allowed here`}},
+		},
+		{
+			"qos -1 sender IPv4-mapped network",
+			"[qos_minus1]\nallowed_senders = [\"::ffff:10.1.0.0/104\"]",
+			[]problem{{"qos_minus1.allowed_senders[0]", `"::ffff:10.1.0.0/104" is an IPv4-mapped IPv6 network, which never matches: IPv4 senders are seen as IPv4; write "10.0.0.0/8"`}},
+		},
+		{
+			"qos -1 sender IPv4-mapped address",
+			"[qos_minus1]\nallowed_senders = [\"::ffff:10.0.0.7\"]",
+			[]problem{{"qos_minus1.allowed_senders[0]", `write "10.0.0.7/32"`}},
+		},
+		{
+			"qos -1 sender prefix with a zone",
+			"[qos_minus1]\nallowed_senders = [\"fe80::%eth0/64\"]",
+			[]problem{{"qos_minus1.allowed_senders[0]", `"fe80::%eth0/64" is not a network`}},
+		},
+		{
+			"qos -1 duplicate sender after masking",
+			"[qos_minus1]\nallowed_senders = [\"10.0.0.0/8\", \"::1\", \"10.9.9.9/8\"]",
+			[]problem{{"qos_minus1.allowed_senders[2]", `"10.9.9.9/8" (10.0.0.0/8) is already listed as qos_minus1.allowed_senders[0]`}},
+		},
+		{
+			"qos -1 duplicate host, bare and as a prefix",
+			"[qos_minus1]\nallowed_senders = [\"127.0.0.1\", \"127.0.0.1/32\", \"127.0.0.1\"]",
+			[]problem{
+				{"qos_minus1.allowed_senders[1]", `"127.0.0.1/32" is already listed as qos_minus1.allowed_senders[0]`},
+				{"qos_minus1.allowed_senders[2]", `"127.0.0.1" (127.0.0.1/32) is already listed as qos_minus1.allowed_senders[0]`},
+			},
+		},
+		{
+			"qos -1 duplicate sender as written",
+			"[qos_minus1]\nallowed_senders = [\"fd00::/8\", \"fd00::/8\"]",
+			[]problem{{"qos_minus1.allowed_senders[1]", `"fd00::/8" is already listed as qos_minus1.allowed_senders[0]`}},
+		},
 
 		// [[predefined_topics]]
 		{"topic id 0", topics(`id = 0`, `topic = "a"`), []problem{{"predefined_topics[0].id", "0 is reserved (use 1..65534)"}}},
@@ -324,17 +549,27 @@ func TestParseErrors(t *testing.T) {
 			`[gateway]
 id = 300
 colour = "blue"
+[upstream]
+keep_alive = "2.5s"
 [session]
 retry_interval = "ten"
 max_retries = 1000
+max_topics = 0
+[qos_minus1]
+enabled = "no"
+allowed_senders = ["10.0.0.0/8", "10.0.0.0/8"]
 [log]
 format = "xml"
 `,
 			[]problem{
 				{"gateway.colour", "unknown key"},
 				{"gateway.id", "300 is out of range 0..255"},
+				{"upstream.keep_alive", `"2.5s" is not a whole number of seconds`},
 				{"session.retry_interval", `"ten" is not a duration`},
 				{"session.max_retries", "1000 is out of range 0..100"},
+				{"session.max_topics", "0 is out of range 1..65534"},
+				{"qos_minus1.enabled", `must be a boolean (true or false), not the string "no"`},
+				{"qos_minus1.allowed_senders[1]", `is already listed as qos_minus1.allowed_senders[0]`},
 				{"log.format", `"xml" is not a log format`},
 			},
 		},
@@ -436,6 +671,69 @@ func TestLoad(t *testing.T) {
 	}
 }
 
+// TestCAFile checks upstream.ca_file against files on disk.
+func TestCAFile(t *testing.T) {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, []byte("-----BEGIN CERTIFICATE-----\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, broker := range []string{"tls://h:8883", "ssl://h:8883", "TLS://h:8883"} {
+		doc := "[upstream]\nbroker = " + quote(broker) + "\nca_file = " + quote(ca)
+		cfg, err := Parse("test.toml", []byte(doc))
+		if err != nil {
+			t.Errorf("%s: %v", broker, err)
+			continue
+		}
+		want := Default()
+		want.Upstream.Broker, want.Upstream.CAFile = broker, ca
+		if !reflect.DeepEqual(cfg, want) {
+			t.Errorf("%s: got %+v\nwant %+v", broker, cfg, want)
+		}
+	}
+
+	t.Run("relative to the working directory", func(t *testing.T) {
+		t.Chdir(dir)
+		doc := "[upstream]\nbroker = \"tls://h:8883\"\nca_file = \"ca.pem\""
+		if _, err := Parse("test.toml", []byte(doc)); err != nil {
+			t.Error(err)
+		}
+	})
+
+	errorTests := []struct {
+		name string
+		path string
+		want string
+	}{
+		{"missing", filepath.Join(dir, "missing.pem"), "cannot use " + quote(filepath.Join(dir, "missing.pem")) + ": no such file or directory"},
+		{"directory", dir, quote(dir) + " is a directory, not a PEM file"},
+		{"below a file", filepath.Join(ca, "x"), "cannot use " + quote(filepath.Join(ca, "x")) + ": not a directory"},
+	}
+	if os.Geteuid() != 0 { // root reads any file
+		unreadable := filepath.Join(dir, "unreadable.pem")
+		if err := os.WriteFile(unreadable, nil, 0o000); err != nil {
+			t.Fatal(err)
+		}
+		errorTests = append(errorTests, struct{ name, path, want string }{
+			"unreadable", unreadable, "cannot read " + quote(unreadable) + ": permission denied",
+		})
+	}
+	for _, tt := range errorTests {
+		t.Run(tt.name, func(t *testing.T) {
+			doc := "[upstream]\nbroker = \"tls://h:8883\"\nca_file = " + quote(tt.path)
+			cfg, err := Parse("test.toml", []byte(doc))
+			if err == nil {
+				t.Fatalf("Parse succeeded with %+v", cfg)
+			}
+			checkProblems(t, err, []problem{{"upstream.ca_file", tt.want}})
+		})
+	}
+}
+
+// quote returns s as a TOML basic string, which is also how %q shows the
+// paths used here.
+func quote(s string) string { return strconv.Quote(s) }
+
 func TestErrorMessage(t *testing.T) {
 	tests := []struct {
 		err  Error
@@ -460,6 +758,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("[gateway]\nid = 300\nfoo = 1\n[[predefined_topics]]\nid = 0\n"))
 	f.Add([]byte("gateway = 5\npredefined_topics = [1, {id = 2}]\n"))
 	f.Add([]byte("[udp]\nlisten = [\"\", \"[::1]:1\", 3]\n"))
+	f.Add([]byte("[qos_minus1]\nenabled = 1\nallowed_senders = [\"::1\", \"10.0.0.1/8\", \"x/\", 4]\n[upstream]\nkeep_alive = \"1.5s\"\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_, err := Parse("fuzz.toml", data)
 		if err == nil {

@@ -3,8 +3,11 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
+	"net/netip"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -22,6 +25,9 @@ import (
 //     type; the type of every key is checked afterwards, by key name.
 //   - Integers are checked as int64 before they are narrowed, so that
 //     gateway.id = 300 is an error and never 44.
+//   - upstream.ca_file is looked up on disk while loading, so that a missing
+//     file is a configuration error rather than a failure at the first TLS
+//     connection.
 //   - Unknown keys come from toml.MetaData.Undecoded, plus keys that are not
 //     lower case (the toml package matches struct fields case-insensitively).
 //
@@ -36,6 +42,7 @@ type document struct {
 	EmbeddedBroker   toml.Primitive `toml:"embedded_broker"`
 	Session          toml.Primitive `toml:"session"`
 	PredefinedTopics toml.Primitive `toml:"predefined_topics"`
+	QoSMinus1        toml.Primitive `toml:"qos_minus1"`
 	Log              toml.Primitive `toml:"log"`
 }
 
@@ -56,13 +63,21 @@ type rawGateway struct {
 }
 
 type rawUDP struct {
-	Listen value `toml:"listen"`
+	Listen      value `toml:"listen"`
+	MaxDatagram value `toml:"max_datagram"`
+	ReadBuffer  value `toml:"read_buffer"`
 }
 
 type rawUpstream struct {
-	Broker   value `toml:"broker"`
-	Username value `toml:"username"`
-	Password value `toml:"password"`
+	Broker         value `toml:"broker"`
+	Username       value `toml:"username"`
+	Password       value `toml:"password"`
+	ClientIDPrefix value `toml:"client_id_prefix"`
+	CAFile         value `toml:"ca_file"`
+	SessionExpiry  value `toml:"session_expiry"`
+	KeepAlive      value `toml:"keep_alive"`
+	ReceiveMaximum value `toml:"receive_maximum"`
+	Timeout        value `toml:"timeout"`
 }
 
 type rawEmbeddedBroker struct {
@@ -70,15 +85,22 @@ type rawEmbeddedBroker struct {
 }
 
 type rawSession struct {
-	MaxClients        value `toml:"max_clients"`
-	MaxClientIDLength value `toml:"max_client_id_length"`
-	RetryInterval     value `toml:"retry_interval"`
-	MaxRetries        value `toml:"max_retries"`
+	MaxClients         value `toml:"max_clients"`
+	MaxClientIDLength  value `toml:"max_client_id_length"`
+	RetryInterval      value `toml:"retry_interval"`
+	MaxRetries         value `toml:"max_retries"`
+	MaxTopics          value `toml:"max_topics"`
+	AllowZeroKeepAlive value `toml:"allow_zero_keep_alive"`
 }
 
 type rawTopic struct {
 	ID    value `toml:"id"`
 	Topic value `toml:"topic"`
+}
+
+type rawQoSMinus1 struct {
+	Enabled        value `toml:"enabled"`
+	AllowedSenders value `toml:"allowed_senders"`
 }
 
 type rawLog struct {
@@ -123,6 +145,7 @@ func parse(name string, data []byte) (Config, error) {
 		up  rawUpstream
 		eb  rawEmbeddedBroker
 		ses rawSession
+		qm1 rawQoSMinus1
 		lg  rawLog
 	)
 	d.table("gateway", doc.Gateway, &gw)
@@ -131,6 +154,7 @@ func parse(name string, data []byte) (Config, error) {
 	d.table("embedded_broker", doc.EmbeddedBroker, &eb)
 	d.table("session", doc.Session, &ses)
 	topics := d.topicTables(doc.PredefinedTopics)
+	d.table("qos_minus1", doc.QoSMinus1, &qm1)
 	d.table("log", doc.Log, &lg)
 
 	def := Default()
@@ -140,6 +164,7 @@ func parse(name string, data []byte) (Config, error) {
 		Upstream:         d.upstream(up, def.Upstream),
 		Session:          d.session(ses, def.Session),
 		PredefinedTopics: d.topics(topics),
+		QoSMinus1:        d.qosMinus1(qm1, def.QoSMinus1),
 		Log:              d.log(lg, def.Log),
 	}
 	cfg.EmbeddedBroker = d.embeddedBroker(eb, def.EmbeddedBroker, cfg.Upstream.Embedded())
@@ -258,13 +283,26 @@ func (d *decoder) gateway(r rawGateway, def GatewayConfig) GatewayConfig {
 }
 
 func (d *decoder) udp(r rawUDP, def UDPConfig) UDPConfig {
-	const key = "udp.listen"
-	if !r.Listen.set {
-		return UDPConfig{Listen: append([]string(nil), def.Listen...)}
+	listen := d.listen(r.Listen, def.Listen)
+	maxDatagram, _ := d.integer("udp.max_datagram", r.MaxDatagram, int64(def.MaxDatagram), 16, 65535)
+	readBuffer, _ := d.integer("udp.read_buffer", r.ReadBuffer, int64(def.ReadBuffer), 0, 256<<20)
+	return UDPConfig{
+		Listen:      listen,
+		MaxDatagram: int(maxDatagram),
+		ReadBuffer:  int(readBuffer),
 	}
-	list, ok := r.Listen.v.([]any)
+}
+
+// listen returns the udp.listen addresses, or a copy of def when the file
+// does not set them.
+func (d *decoder) listen(v value, def []string) []string {
+	const key = "udp.listen"
+	if !v.set {
+		return append([]string(nil), def...)
+	}
+	list, ok := v.v.([]any)
 	if !ok {
-		d.fail(key, "must be an array of \"host:port\" strings, not %s", describe(r.Listen.v))
+		d.fail(key, "must be an array of \"host:port\" strings, not %s", describe(v.v))
 		return def
 	}
 	if len(list) == 0 {
@@ -291,17 +329,49 @@ func (d *decoder) udp(r rawUDP, def UDPConfig) UDPConfig {
 		seen[s] = i
 		addrs = append(addrs, s)
 	}
-	return UDPConfig{Listen: addrs}
+	return addrs
 }
 
 func (d *decoder) upstream(r rawUpstream, def UpstreamConfig) UpstreamConfig {
 	var u UpstreamConfig
 	u.Broker, _ = d.str("upstream.broker", r.Broker, def.Broker)
+	brokerOK := true
 	if why := checkBroker(u.Broker); why != "" {
 		d.fail("upstream.broker", "%s", why)
+		brokerOK = false
 	}
 	u.Username, _ = d.str("upstream.username", r.Username, def.Username)
 	u.Password, _ = d.str("upstream.password", r.Password, def.Password)
+
+	if p, ok := d.str("upstream.client_id_prefix", r.ClientIDPrefix, def.ClientIDPrefix); ok {
+		if why := checkClientIDPrefix(p); why != "" {
+			d.fail("upstream.client_id_prefix", "%s", why)
+		} else {
+			u.ClientIDPrefix = p
+		}
+	}
+
+	const caKey = "upstream.ca_file"
+	if ca, ok := d.str(caKey, r.CAFile, def.CAFile); ok && ca != "" {
+		// With a broken broker URL the scheme is unknown: that error is enough.
+		switch {
+		case !brokerOK:
+		case !brokerTLS(u.Broker):
+			d.fail(caKey, "only used with a tls:// or ssl:// broker; upstream.broker is %q", u.Broker)
+		default:
+			if why := checkCAFile(ca); why != "" {
+				d.fail(caKey, "%s", why)
+			} else {
+				u.CAFile = ca
+			}
+		}
+	}
+
+	u.SessionExpiry, _ = d.duration("upstream.session_expiry", r.SessionExpiry, def.SessionExpiry, 0, 8760*time.Hour)
+	u.KeepAlive, _ = d.seconds("upstream.keep_alive", r.KeepAlive, def.KeepAlive, 5*time.Second, 18*time.Hour)
+	recvMax, _ := d.integer("upstream.receive_maximum", r.ReceiveMaximum, int64(def.ReceiveMaximum), 1, 65535)
+	u.ReceiveMaximum = int(recvMax)
+	u.Timeout, _ = d.duration("upstream.timeout", r.Timeout, def.Timeout, time.Second, 5*time.Minute)
 	return u
 }
 
@@ -318,13 +388,17 @@ func (d *decoder) embeddedBroker(r rawEmbeddedBroker, def EmbeddedBrokerConfig, 
 func (d *decoder) session(r rawSession, def SessionConfig) SessionConfig {
 	maxClients, _ := d.integer("session.max_clients", r.MaxClients, int64(def.MaxClients), 1, 1_000_000)
 	maxIDLen, _ := d.integer("session.max_client_id_length", r.MaxClientIDLength, int64(def.MaxClientIDLength), 1, 65535)
-	retry := d.duration("session.retry_interval", r.RetryInterval, def.RetryInterval, 100*time.Millisecond, time.Hour)
+	retry, _ := d.duration("session.retry_interval", r.RetryInterval, def.RetryInterval, 100*time.Millisecond, time.Hour)
 	retries, _ := d.integer("session.max_retries", r.MaxRetries, int64(def.MaxRetries), 0, 100)
+	maxTopics, _ := d.integer("session.max_topics", r.MaxTopics, int64(def.MaxTopics), 1, 65534)
+	zeroKeepAlive, _ := d.boolean("session.allow_zero_keep_alive", r.AllowZeroKeepAlive, def.AllowZeroKeepAlive)
 	return SessionConfig{
-		MaxClients:        int(maxClients),
-		MaxClientIDLength: int(maxIDLen),
-		RetryInterval:     retry,
-		MaxRetries:        int(retries),
+		MaxClients:         int(maxClients),
+		MaxClientIDLength:  int(maxIDLen),
+		RetryInterval:      retry,
+		MaxRetries:         int(retries),
+		MaxTopics:          int(maxTopics),
+		AllowZeroKeepAlive: zeroKeepAlive,
 	}
 }
 
@@ -384,6 +458,54 @@ func (d *decoder) topics(raw []rawTopic) []PredefinedTopic {
 	return topics
 }
 
+func (d *decoder) qosMinus1(r rawQoSMinus1, def QoSMinus1Config) QoSMinus1Config {
+	enabled, _ := d.boolean("qos_minus1.enabled", r.Enabled, def.Enabled)
+	return QoSMinus1Config{
+		Enabled:        enabled,
+		AllowedSenders: d.senders(r.AllowedSenders, def.AllowedSenders),
+	}
+}
+
+// senders returns the qos_minus1.allowed_senders networks, masked, or a copy
+// of def when the file does not set them. An empty list gives nil.
+func (d *decoder) senders(v value, def []netip.Prefix) []netip.Prefix {
+	const key = "qos_minus1.allowed_senders"
+	if !v.set {
+		return append([]netip.Prefix(nil), def...)
+	}
+	list, ok := v.v.([]any)
+	if !ok {
+		d.fail(key, "must be an array of network strings such as \"10.0.0.0/8\", not %s", describe(v.v))
+		return def
+	}
+	var prefixes []netip.Prefix
+	seen := make(map[netip.Prefix]int)
+	for i, e := range list {
+		k := fmt.Sprintf("%s[%d]", key, i)
+		s, ok := e.(string)
+		if !ok {
+			d.fail(k, "must be a network string such as \"10.0.0.0/8\", not %s", describe(e))
+			continue
+		}
+		p, why := parseSender(s)
+		if why != "" {
+			d.fail(k, "%s", why)
+			continue
+		}
+		if j, dup := seen[p]; dup {
+			shown := strconv.Quote(s)
+			if p.String() != s {
+				shown += " (" + p.String() + ")"
+			}
+			d.fail(k, "%s is already listed as %s[%d]", shown, key, j)
+			continue
+		}
+		seen[p] = i
+		prefixes = append(prefixes, p)
+	}
+	return prefixes
+}
+
 func (d *decoder) log(r rawLog, def LogConfig) LogConfig {
 	l := def
 	if name, ok := d.str("log.level", r.Level, def.Level.String()); ok {
@@ -436,27 +558,58 @@ func (d *decoder) str(key string, v value, def string) (string, bool) {
 	return s, true
 }
 
-// duration returns the duration at key, or def when the file does not set
-// it, after checking that it lies in lo..hi. On failure it returns def.
-func (d *decoder) duration(key string, v value, def, lo, hi time.Duration) time.Duration {
+// boolean returns the boolean at key, or def when the file does not set it.
+// On failure it returns def and false.
+func (d *decoder) boolean(key string, v value, def bool) (bool, bool) {
 	if !v.set {
-		return def
+		return def, true
+	}
+	b, ok := v.v.(bool)
+	if !ok {
+		d.fail(key, "must be a boolean (true or false), not %s", describe(v.v))
+		return def, false
+	}
+	return b, true
+}
+
+// duration returns the duration at key, or def when the file does not set
+// it, after checking that it lies in lo..hi. On failure it returns def and
+// false.
+func (d *decoder) duration(key string, v value, def, lo, hi time.Duration) (time.Duration, bool) {
+	return d.durationIn(key, v, def, lo, hi, false)
+}
+
+// seconds is duration for a value counted in whole seconds on the wire,
+// such as an MQTT keep-alive: "1.5s" is an error.
+func (d *decoder) seconds(key string, v value, def, lo, hi time.Duration) (time.Duration, bool) {
+	return d.durationIn(key, v, def, lo, hi, true)
+}
+
+// durationIn is duration, and with wholeSeconds also checks that the value
+// is a whole number of seconds.
+func (d *decoder) durationIn(key string, v value, def, lo, hi time.Duration, wholeSeconds bool) (time.Duration, bool) {
+	if !v.set {
+		return def, true
 	}
 	s, ok := v.v.(string)
 	if !ok {
 		d.fail(key, "must be a duration string such as \"10s\", not %s", describe(v.v))
-		return def
+		return def, false
 	}
 	dur, err := time.ParseDuration(s)
 	if err != nil {
 		d.fail(key, "%q is not a duration (use e.g. \"10s\")", s)
-		return def
+		return def, false
+	}
+	if wholeSeconds && dur%time.Second != 0 {
+		d.fail(key, "%q is not a whole number of seconds", s)
+		return def, false
 	}
 	if dur < lo || dur > hi {
 		d.fail(key, "%q is out of range %s..%s", s, shortDuration(lo), shortDuration(hi))
-		return def
+		return def, false
 	}
-	return dur
+	return dur, true
 }
 
 // checkHostPort says what is wrong with a "host:port" address, or "" if
@@ -508,6 +661,101 @@ func checkBroker(s string) string {
 		return fmt.Sprintf("%q: port %q is not a number in 1..65535", shown, u.Port())
 	}
 	return ""
+}
+
+// brokerTLS reports whether the upstream.broker value s, already checked by
+// checkBroker, is a tls:// or ssl:// URL.
+func brokerTLS(s string) bool {
+	if s == Embedded {
+		return false
+	}
+	u, err := url.Parse(s) // lowercases the scheme
+	return err == nil && (u.Scheme == "tls" || u.Scheme == "ssl")
+}
+
+// checkCAFile says what is wrong with an upstream.ca_file path, or "" if
+// nothing is: it must name a readable file. A relative path is taken from
+// the working directory, as the TLS client will take it.
+func checkCAFile(path string) string {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Sprintf("cannot use %q: %s", path, pathReason(err))
+	}
+	if fi.IsDir() {
+		return fmt.Sprintf("%q is a directory, not a PEM file", path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Sprintf("cannot read %q: %s", path, pathReason(err))
+	}
+	f.Close()
+	return ""
+}
+
+// pathReason returns the reason of an os error without the operation and
+// path that *fs.PathError adds, as the message names the path already.
+func pathReason(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+// checkClientIDPrefix says what is wrong with an upstream.client_id_prefix,
+// or "" if nothing is.
+func checkClientIDPrefix(s string) string {
+	switch {
+	case len(s) > 64:
+		return fmt.Sprintf("is %d bytes long; the limit is 64", len(s))
+	case strings.ContainsRune(s, 0):
+		return fmt.Sprintf("%q contains a NUL character", s)
+	case !utf8.ValidString(s):
+		return fmt.Sprintf("%q is not valid UTF-8", s)
+	}
+	return ""
+}
+
+// parseSender parses one qos_minus1.allowed_senders entry: a network such
+// as "10.0.0.0/8", or an address, which means that one host. It returns the
+// masked prefix, or why s is neither.
+//
+// An IPv4-mapped IPv6 network (::ffff:10.0.0.0/104) is refused: the
+// transport reports IPv4 senders as IPv4, so it would never match.
+func parseSender(s string) (netip.Prefix, string) {
+	const want = `use a network such as "10.0.0.0/8" or "fd00::/8", or an address`
+	var p netip.Prefix
+	if strings.Contains(s, "/") {
+		var err error
+		if p, err = netip.ParsePrefix(s); err != nil {
+			return netip.Prefix{}, fmt.Sprintf("%q is not a network: %s; %s", s, netipReason(err), want)
+		}
+		p = p.Masked()
+	} else {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Sprintf("%q is not an address: %s; %s", s, netipReason(err), want)
+		}
+		if a.Zone() != "" {
+			return netip.Prefix{}, fmt.Sprintf("%q has an IPv6 zone (%%%s), which is not allowed here", s, a.Zone())
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
+	}
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		v4 := netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		return netip.Prefix{}, fmt.Sprintf("%q is an IPv4-mapped IPv6 network, which never matches: IPv4 senders are seen as IPv4; write %q", s, v4.String())
+	}
+	return p, ""
+}
+
+// netipReason returns the reason of a net/netip parse error without the
+// function name and input it starts with, as the message names the input.
+func netipReason(err error) string {
+	msg := err.Error()
+	if _, after, found := strings.Cut(msg, "): "); found {
+		return after
+	}
+	return msg
 }
 
 // redact returns s fit for an error message: without the password, if u

@@ -1,0 +1,80 @@
+package gateway
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/sensorgate/mqttsn-gateway/topicmap"
+)
+
+// Config is the gateway core's configuration: plain values, already
+// validated by the config loader (gateway/config); New fills in defaults
+// for zero values.
+type Config struct {
+	GatewayID          uint8         // GwId
+	MaxClients         int           // sessions at once, persisted ones included; CONNACK 0x01 beyond
+	MaxClientIDLength  int           // longest ClientId accepted (A15)
+	MaxTopics          int           // normal topic ids per client (A3)
+	RetryInterval      time.Duration // Tretry for gateway-initiated requests
+	MaxRetries         int           // Nretry; then the client is lost
+	AllowZeroKeepAlive bool          // accept CONNECT with keep-alive 0 (A7); off by default
+	SessionExpiry      time.Duration // how long a CleanSession=0 session outlives its connection; 0: not at all
+	UpstreamTimeout    time.Duration // bound on one upstream request (connect, publish, subscribe)
+	ReceiveMaximum     int           // downlink QoS 1/2 messages the broker may have in flight per client
+	Predefined         *topicmap.Predefined
+
+	// QoSMinus1 enables PUBLISH with QoS −1 from unconnected senders (A16),
+	// forwarded at QoS 0 over one shared upstream connection whose ClientID
+	// is QoSMinus1ClientID.
+	QoSMinus1         bool
+	QoSMinus1ClientID string
+	// QoSMinus1Senders limits QoS −1 to senders in these networks; empty
+	// means any sender (A16).
+	QoSMinus1Senders []netip.Prefix
+}
+
+// Defaults for zero Config fields.
+const (
+	DefaultMaxClients        = 10000
+	DefaultMaxClientIDLength = 64
+	DefaultRetryInterval     = 10 * time.Second
+	DefaultMaxRetries        = 3
+	DefaultUpstreamTimeout   = 10 * time.Second
+	DefaultReceiveMaximum    = 16
+)
+
+// withDefaults returns c with zero fields set to their defaults, or an
+// error for a value no default can mend.
+func (c Config) withDefaults() (Config, error) {
+	if c.MaxClients == 0 {
+		c.MaxClients = DefaultMaxClients
+	}
+	if c.MaxClientIDLength == 0 {
+		c.MaxClientIDLength = DefaultMaxClientIDLength
+	}
+	if c.MaxTopics == 0 {
+		c.MaxTopics = topicmap.DefaultMaxTopics
+	}
+	if c.RetryInterval == 0 {
+		c.RetryInterval = DefaultRetryInterval
+	}
+	if c.UpstreamTimeout == 0 {
+		c.UpstreamTimeout = DefaultUpstreamTimeout
+	}
+	if c.ReceiveMaximum == 0 {
+		c.ReceiveMaximum = DefaultReceiveMaximum
+	}
+	if c.QoSMinus1ClientID == "" {
+		c.QoSMinus1ClientID = fmt.Sprintf("mqttsn-gateway-%d-qos-1", c.GatewayID)
+	}
+	switch {
+	case c.MaxClients < 0, c.MaxClientIDLength < 0, c.MaxTopics < 0, c.MaxRetries < 0:
+		return c, fmt.Errorf("gateway: negative limit in %+v", c)
+	case c.RetryInterval < 0, c.SessionExpiry < 0, c.UpstreamTimeout < 0:
+		return c, fmt.Errorf("gateway: negative duration in %+v", c)
+	case c.ReceiveMaximum < 1 || c.ReceiveMaximum > 65535:
+		return c, fmt.Errorf("gateway: receive maximum %d is out of range 1..65535", c.ReceiveMaximum)
+	}
+	return c, nil
+}

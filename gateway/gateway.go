@@ -1,0 +1,258 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+
+	"github.com/rs/zerolog"
+
+	"github.com/sensorgate/mqttsn-gateway/mqttsn"
+	"github.com/sensorgate/mqttsn-gateway/transport"
+)
+
+// peer is where a client's datagrams come from and its replies go: a
+// listener and an address on it.
+type peer struct {
+	via  transport.Sender
+	addr netip.AddrPort
+}
+
+func (p peer) String() string { return p.addr.String() }
+
+// Gateway is a transparent MQTT-SN gateway: it owns the sessions of the
+// clients that talk to it through one or more listeners, and bridges each of
+// them to the broker through an Upstream.
+type Gateway struct {
+	cfg Config
+	up  Upstream
+	log zerolog.Logger
+
+	mu         sync.Mutex
+	byPeer     map[peer]*session   // connected sessions by address
+	byClientID map[string]*session // every session, connected or persisted
+	closing    bool
+	sessions   sync.WaitGroup
+
+	minus1 *minus1Forwarder
+	stats  counters
+}
+
+// New returns a gateway that bridges clients to the broker through up.
+// Feed it datagrams with HandleDatagram and stop it with Close.
+func New(cfg Config, up Upstream, log zerolog.Logger) (*Gateway, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if up == nil {
+		return nil, errors.New("gateway: no upstream")
+	}
+	g := &Gateway{
+		cfg:        cfg,
+		up:         up,
+		log:        log,
+		byPeer:     make(map[peer]*session),
+		byClientID: make(map[string]*session),
+	}
+	if cfg.QoSMinus1 {
+		g.minus1 = newMinus1Forwarder(g)
+	}
+	return g, nil
+}
+
+// Stats returns a snapshot of the gateway's counters.
+func (g *Gateway) Stats() Stats { return g.stats.snapshot() }
+
+// HandleDatagram is the gateway's transport.Handler: it decodes one datagram
+// and hands it to the session it belongs to. It never blocks on a session:
+// a full inbox drops the message (the client retransmits).
+func (g *Gateway) HandleDatagram(via transport.Sender, from netip.AddrPort, b []byte) {
+	g.stats.datagrams.Add(1)
+	msg, err := mqttsn.Decode(b)
+	if err != nil {
+		g.stats.malformed.Add(1)
+		if e := g.log.Debug(); e.Enabled() {
+			e.Str("peer", from.String()).Err(err).Msg("dropped malformed datagram")
+		}
+		return
+	}
+	if msg.Type() == mqttsn.TypeEncapsulated {
+		// Forwarder encapsulation is its own issue; until then wrapped
+		// frames are refused like garbage.
+		g.stats.malformed.Add(1)
+		g.log.Debug().Str("peer", from.String()).Msg("dropped encapsulated frame: forwarders are not supported yet")
+		return
+	}
+	p := peer{via: via, addr: from}
+
+	g.mu.Lock()
+	s := g.byPeer[p]
+	g.mu.Unlock()
+	if s != nil && msg.Type() != mqttsn.TypeConnect {
+		s.post(msg)
+		return
+	}
+
+	switch m := msg.(type) {
+	case *mqttsn.Connect:
+		g.connect(p, m)
+	case *mqttsn.Publish:
+		if m.QoS == mqttsn.QoSMinus1 {
+			g.publishMinus1(from, m)
+			return
+		}
+		g.noSession(p, msg)
+	default:
+		g.noSession(p, msg)
+	}
+}
+
+// noSession answers a message from an address that has no session: a
+// request a connected client would send gets DISCONNECT, so that the client
+// knows to CONNECT again (§6.12); anything else is dropped. DISCONNECT is
+// 2 octets, smaller than any request, so this cannot amplify.
+func (g *Gateway) noSession(p peer, msg mqttsn.Message) {
+	g.stats.noSession.Add(1)
+	if e := g.log.Debug(); e.Enabled() {
+		e.Str("peer", p.String()).Stringer("type", msg.Type()).Msg("message from an address with no session")
+	}
+	switch msg.Type() {
+	case mqttsn.TypePublish, mqttsn.TypeRegister, mqttsn.TypeSubscribe, mqttsn.TypeUnsubscribe,
+		mqttsn.TypePingReq, mqttsn.TypeWillTopicUpd, mqttsn.TypeWillMsgUpd:
+		send(p, &mqttsn.Disconnect{})
+	}
+}
+
+// connect routes a CONNECT: to the session already at that address, to the
+// session of that ClientID (a takeover or a resumption), or to a new session.
+func (g *Gateway) connect(p peer, m *mqttsn.Connect) {
+	if reason := g.checkConnect(m); reason != "" {
+		g.stats.connectsRefused.Add(1)
+		g.log.Info().Str("peer", p.String()).Str("client", m.ClientID).Str("reason", reason).Msg("refused CONNECT")
+		send(p, &mqttsn.ConnAck{ReturnCode: mqttsn.RejectedNotSupported})
+		return
+	}
+
+	g.mu.Lock()
+	if g.closing {
+		g.mu.Unlock()
+		return
+	}
+	atPeer := g.byPeer[p]
+	s := g.byClientID[m.ClientID]
+	if atPeer != nil && atPeer != s {
+		// Another client was connected from this address: that device
+		// now calls itself something else, so the old session is lost.
+		delete(g.byPeer, p)
+		atPeer.postControl(evReplaced{})
+	}
+	if s == nil {
+		if len(g.byClientID) >= g.cfg.MaxClients {
+			g.mu.Unlock()
+			g.stats.connectsRefused.Add(1)
+			g.log.Warn().Str("peer", p.String()).Str("client", m.ClientID).Int("max_clients", g.cfg.MaxClients).Msg("refused CONNECT: gateway full")
+			send(p, &mqttsn.ConnAck{ReturnCode: mqttsn.RejectedCongestion})
+			return
+		}
+		s = newSession(g, m.ClientID, p)
+		g.byClientID[m.ClientID] = s
+		g.byPeer[p] = s
+		g.sessions.Add(1)
+		g.stats.sessions.Add(1)
+		go s.run()
+	}
+	g.mu.Unlock()
+	s.postControl(evConnect{peer: p, msg: m})
+}
+
+// checkConnect returns why a CONNECT must be refused with 0x03, or "".
+func (g *Gateway) checkConnect(m *mqttsn.Connect) string {
+	switch {
+	case len(m.ClientID) > g.cfg.MaxClientIDLength:
+		return fmt.Sprintf("ClientId of %d octets, longer than %d", len(m.ClientID), g.cfg.MaxClientIDLength)
+	case m.Duration == 0 && !g.cfg.AllowZeroKeepAlive:
+		return "keep-alive 0 (A7)"
+	}
+	return ""
+}
+
+// bind makes p the address of s, forgetting its previous one.
+func (g *Gateway) bind(s *session, old, p peer) {
+	g.mu.Lock()
+	if g.byPeer[old] == s {
+		delete(g.byPeer, old)
+	}
+	if other := g.byPeer[p]; other != nil && other != s {
+		other.postControl(evReplaced{})
+	}
+	g.byPeer[p] = s
+	g.mu.Unlock()
+}
+
+// unbind removes s's address, so that its datagrams are no longer routed to it.
+func (g *Gateway) unbind(s *session, p peer) {
+	g.mu.Lock()
+	if g.byPeer[p] == s {
+		delete(g.byPeer, p)
+	}
+	g.mu.Unlock()
+}
+
+// forget removes s from the gateway; its goroutine is ending.
+func (g *Gateway) forget(s *session, p peer) {
+	g.mu.Lock()
+	if g.byPeer[p] == s {
+		delete(g.byPeer, p)
+	}
+	if g.byClientID[s.clientID] == s {
+		delete(g.byClientID, s.clientID)
+	}
+	g.mu.Unlock()
+	g.stats.sessions.Add(-1)
+}
+
+// Close ends every session (each client gets DISCONNECT and its upstream
+// connection is closed cleanly) and waits for them, at most until ctx ends.
+func (g *Gateway) Close(ctx context.Context) error {
+	g.mu.Lock()
+	g.closing = true
+	all := make([]*session, 0, len(g.byClientID))
+	for _, s := range g.byClientID {
+		all = append(all, s)
+	}
+	g.mu.Unlock()
+	for _, s := range all {
+		s.stop()
+	}
+	if g.minus1 != nil {
+		g.minus1.close()
+	}
+	done := make(chan struct{})
+	go func() {
+		g.sessions.Wait()
+		if g.minus1 != nil {
+			g.minus1.wait()
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("gateway: close: %d sessions still ending: %w", g.stats.sessions.Load(), ctx.Err())
+	}
+}
+
+// send encodes m and writes it to p. Encoding into a stack buffer keeps
+// the common replies allocation-free.
+func send(p peer, m mqttsn.Message) {
+	var buf [64]byte
+	b, err := m.AppendBinary(buf[:0])
+	if err != nil {
+		return
+	}
+	_ = p.via.WriteTo(b, p.addr)
+}

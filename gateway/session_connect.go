@@ -1,0 +1,221 @@
+package gateway
+
+import (
+	"time"
+
+	"github.com/sensorgate/mqttsn-gateway/mqttsn"
+)
+
+// onConnect handles a CONNECT routed to this session: a new connection, a
+// reconnection from the same address, a takeover from another address, or
+// the resumption of a persisted session. Whatever the session was doing is
+// abandoned; the connection starts over with the CONNECT's flags (§6.3).
+func (s *session) onConnect(ev evConnect) {
+	m := ev.msg
+	if s.state == stateConnecting && ev.peer == s.peer && !m.Will && m.CleanSession == s.cleanSession {
+		// A retransmitted CONNECT while the broker has not answered yet.
+		return
+	}
+	if ev.peer != s.peer {
+		if s.state != stateDisconnected && s.state != stateNew {
+			s.g.stats.takeovers.Add(1)
+			s.log.Info().Stringer("from", s.peer).Stringer("to", ev.peer).Msg("session taken over by a new address")
+		}
+		s.g.bind(s, s.peer, ev.peer)
+		s.peer = ev.peer
+	} else if s.state == stateDisconnected {
+		s.g.bind(s, s.peer, ev.peer)
+	}
+	if s.connected {
+		// A new MQTT-SN connection is a new upstream connection: the old
+		// one ends cleanly (the client is evidently alive: no Will).
+		s.request(op{kind: opDisconnect})
+		s.connected = false
+	}
+	s.epoch++
+	s.retireConn()
+	s.out = nil
+	s.willUpdate = nil
+	s.pendingWill = nil
+	s.upPending = nil
+	s.expireAt = time.Time{}
+
+	s.cleanSession = m.CleanSession
+	if m.CleanSession {
+		s.reg.Reset()
+		s.subs = nil
+		s.will = nil
+		s.qos2In = nil
+	} else {
+		// Registrations survive (A3), but the client may not remember
+		// them: announce each id again before the first PUBLISH on it.
+		s.reg.UnconfirmAll()
+	}
+	s.keepAlive = time.Duration(m.Duration) * time.Second
+	s.keepAliveAt = time.Time{}
+	if s.keepAlive > 0 {
+		s.keepAliveAt = time.Now().Add(s.keepAlive * 3 / 2)
+	}
+	s.log.Debug().Stringer("peer", s.peer).Bool("clean_session", m.CleanSession).Bool("will", m.Will).
+		Uint16("keep_alive", m.Duration).Msg("CONNECT")
+	if m.Will {
+		s.state = stateWillTopic
+		s.startOutbound(&outbound{kind: outWillTopicReq})
+		return
+	}
+	s.connectUpstream()
+}
+
+// onWillTopic handles WILLTOPIC during Will prompting. An empty WILLTOPIC
+// clears the Will and skips WILLMSGREQ (A22).
+func (s *session) onWillTopic(m *mqttsn.WillTopic) {
+	if s.state != stateWillTopic {
+		s.unexpected(m)
+		return
+	}
+	if m.Topic == "" {
+		s.will = nil
+		s.connectUpstream()
+		return
+	}
+	s.pendingWill = &Will{Topic: m.Topic, QoS: byte(m.QoS), Retain: m.Retain}
+	s.state = stateWillMsg
+	s.startOutbound(&outbound{kind: outWillMsgReq})
+}
+
+// onWillMsg completes Will prompting. A WILLMSG at any other time (after an
+// empty WILLTOPIC, say) is ignored (A22).
+func (s *session) onWillMsg(m *mqttsn.WillMsg) {
+	if s.state != stateWillMsg || s.pendingWill == nil {
+		s.unexpected(m)
+		return
+	}
+	w := s.pendingWill
+	w.Message = m.Message
+	s.will, s.pendingWill = w, nil
+	s.connectUpstream()
+}
+
+// connectUpstream opens the client's upstream connection; CONNACK follows
+// the broker's answer.
+func (s *session) connectUpstream() {
+	s.out = nil
+	s.state = stateConnecting
+	s.connected = true
+	s.openConn(s.connectParams())
+}
+
+// willUpdateGrace is the broker session expiry of a CleanSession=1 client:
+// long enough to survive the reconnect of a Will update.
+const willUpdateGrace = time.Minute
+
+func (s *session) connectParams() ConnectParams {
+	p := ConnectParams{ClientID: s.clientID, CleanStart: s.cleanSession, SessionExpiry: s.g.cfg.SessionExpiry, Will: s.will}
+	if s.cleanSession {
+		p.SessionExpiry = willUpdateGrace
+	}
+	return p
+}
+
+// onConnectResult answers the client's CONNECT (or its Will update) with
+// the broker's verdict.
+func (s *session) onConnectResult(r resConnect) {
+	if r.epoch != s.epoch || r.gen != s.connGen {
+		return // superseded by a later CONNECT; the worker closed that connection
+	}
+	if s.willUpdate != nil {
+		s.onWillUpdateResult(r)
+		return
+	}
+	if s.state != stateConnecting {
+		return
+	}
+	if r.err != nil {
+		rc := returnCodeOf(r.err)
+		s.log.Warn().Err(r.err).Stringer("return_code", rc).Msg("broker refused the connection")
+		s.g.stats.connectsRefused.Add(1)
+		s.connected = false
+		s.send(&mqttsn.ConnAck{ReturnCode: rc})
+		s.endConnection()
+		return
+	}
+	s.state = stateActive
+	s.everActive = true
+	s.g.stats.connects.Add(1)
+	s.log.Info().Stringer("peer", s.peer).Bool("clean_session", s.cleanSession).
+		Stringer("keep_alive", s.keepAlive).Bool("will", s.will != nil).Msg("client connected")
+	s.send(&mqttsn.ConnAck{ReturnCode: mqttsn.Accepted})
+}
+
+// onDisconnect handles the client's DISCONNECT: it is answered with
+// DISCONNECT and the upstream connection is closed cleanly, so the broker
+// discards the Will. A DISCONNECT with a sleep Duration is treated the same
+// way until sleeping clients are supported.
+func (s *session) onDisconnect(m *mqttsn.Disconnect) {
+	s.log.Info().Msg("client disconnected")
+	s.g.stats.disconnects.Add(1)
+	s.send(&mqttsn.Disconnect{})
+	if s.connected {
+		s.request(op{kind: opDisconnect, endSession: s.cleanSession})
+	}
+	s.endConnection()
+}
+
+// onWillTopicUpd replaces or (empty) deletes the Will. In transparent mode
+// the Will lives in the broker's connection, so the gateway reconnects
+// upstream with the new Will, resuming the broker session (A6), and answers
+// once the broker accepted it.
+func (s *session) onWillTopicUpd(m *mqttsn.WillTopicUpd) {
+	if m.Topic == "" {
+		s.will = nil
+	} else {
+		w := &Will{Topic: m.Topic, QoS: byte(m.QoS), Retain: m.Retain}
+		if s.will != nil {
+			w.Message = s.will.Message
+		}
+		s.will = w
+	}
+	s.updateWill(mqttsn.TypeWillTopicUpd)
+}
+
+// onWillMsgUpd replaces the Will message; without a Will topic there is no
+// Will to change, which is answered 0x03.
+func (s *session) onWillMsgUpd(m *mqttsn.WillMsgUpd) {
+	if s.will == nil {
+		s.send(&mqttsn.WillMsgResp{ReturnCode: mqttsn.RejectedNotSupported})
+		return
+	}
+	w := *s.will
+	w.Message = m.Message
+	s.will = &w
+	s.updateWill(mqttsn.TypeWillMsgUpd)
+}
+
+// updateWill reconnects upstream with the current Will, keeping the broker
+// session. Downlink delivery pauses meanwhile; messages the broker had
+// delivered but not had acknowledged are delivered again after the resume.
+func (s *session) updateWill(t mqttsn.Type) {
+	// A reconnect already under way is superseded: its result is stale.
+	s.willUpdate = &willUpdate{t: t}
+	s.out = nil
+	p := s.connectParams()
+	p.CleanStart = false
+	s.openConn(p)
+}
+
+func (s *session) onWillUpdateResult(r resConnect) {
+	u := s.willUpdate
+	s.willUpdate = nil
+	rc := mqttsn.Accepted
+	if r.err != nil {
+		rc = returnCodeOf(r.err)
+	}
+	if u.t == mqttsn.TypeWillTopicUpd {
+		s.send(&mqttsn.WillTopicResp{ReturnCode: rc})
+	} else {
+		s.send(&mqttsn.WillMsgResp{ReturnCode: rc})
+	}
+	if r.err != nil {
+		s.onUpstreamLost(r.err)
+	}
+}

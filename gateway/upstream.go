@@ -1,0 +1,121 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sensorgate/mqttsn-gateway/mqttsn"
+)
+
+// Upstream opens connections to the MQTT broker. In transparent mode (the
+// only one so far) every MQTT-SN client gets its own connection with its own
+// ClientID and Will.
+//
+// Implementations live outside this package (gateway/upstream wraps
+// paho.golang); the session state machine knows only this interface, so an
+// aggregating implementation can be added beside it.
+type Upstream interface {
+	// Connect opens a connection for one client and returns once the broker
+	// accepted it. It blocks; the gateway calls it off the session's loop.
+	// h receives the connection's messages and its loss; its methods must
+	// not be called before Connect returns.
+	Connect(ctx context.Context, p ConnectParams, h ConnHandler) (Conn, error)
+}
+
+// ConnectParams is what the gateway asks of a new upstream connection.
+type ConnectParams struct {
+	ClientID   string
+	CleanStart bool // start a new broker session
+	// SessionExpiry is how long the broker keeps the session after the
+	// connection ends. A CleanSession=1 client gets a short one too, so
+	// that a Will update can reconnect without losing its subscriptions;
+	// its clean Disconnect ends the session at once.
+	SessionExpiry time.Duration
+	Will          *Will // nil for none
+}
+
+// Will is a client's Will (last-will) message.
+type Will struct {
+	Topic   string
+	Message []byte
+	QoS     byte // 0..2
+	Retain  bool
+}
+
+// Conn is one client's upstream connection. Its blocking methods are called
+// from one goroutine at a time, in the order the client's messages arrived.
+type Conn interface {
+	// Publish forwards a message and returns once the broker acknowledged it
+	// as its QoS requires (QoS 0: once written). A refusal is a *RefusedError.
+	Publish(ctx context.Context, m Message) error
+	// Subscribe subscribes to filter and returns the QoS the broker granted.
+	Subscribe(ctx context.Context, filter string, qos byte) (granted byte, err error)
+	// Unsubscribe removes the subscription to filter.
+	Unsubscribe(ctx context.Context, filter string) error
+	// Disconnect ends the connection with an MQTT DISCONNECT: the broker
+	// discards the Will; with endSession it discards the session as well.
+	Disconnect(endSession bool)
+	// Drop closes the network connection without DISCONNECT, so the broker
+	// publishes the Will (the client was lost, A8).
+	Drop()
+}
+
+// ConnHandler receives what an upstream connection delivers. Its methods are
+// called from the connection's own goroutines.
+type ConnHandler interface {
+	// Deliver hands over a message from the broker, in the broker's order.
+	// For QoS 1 and 2 it may block until the session takes the message
+	// (the broker's Receive Maximum bounds how many there are); QoS 0
+	// messages are dropped and counted when the session is not keeping up.
+	Deliver(m *Delivery)
+	// Lost reports that the connection ended without the gateway asking.
+	Lost(err error)
+}
+
+// Message is an application message travelling upstream.
+type Message struct {
+	Topic   string
+	Payload []byte
+	QoS     byte
+	Retain  bool
+}
+
+// Delivery is an application message from the broker to one client.
+type Delivery struct {
+	Message
+	// Ack acknowledges the message to the broker (QoS 1 and 2; nil for QoS
+	// 0). The gateway calls it once the client acknowledged the message or
+	// the gateway gave up on it, in delivery order; it does not block.
+	Ack func()
+}
+
+// RefusedError is a broker's refusal of a request, mapped to the MQTT-SN
+// return code the client gets (decision A20).
+type RefusedError struct {
+	Code   mqttsn.ReturnCode
+	Reason string // what the broker said
+}
+
+// Error returns e.g. "upstream refused: rejected: congestion (server busy)".
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("upstream refused: %v (%s)", e.Code, e.Reason)
+}
+
+// Unwrap returns the return code, so errors.Is(err, mqttsn.RejectedCongestion) works.
+func (e *RefusedError) Unwrap() error { return e.Code }
+
+// errNotConnected answers requests queued while the upstream connection was down.
+var errNotConnected = errors.New("upstream not connected")
+
+// returnCodeOf maps an upstream error to the return code a client gets:
+// the broker's own refusal as mapped by the implementation, or congestion for
+// anything else (an unreachable or overloaded broker; A20).
+func returnCodeOf(err error) mqttsn.ReturnCode {
+	var r *RefusedError
+	if errors.As(err, &r) {
+		return r.Code
+	}
+	return mqttsn.RejectedCongestion
+}

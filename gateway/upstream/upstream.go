@@ -1,0 +1,297 @@
+// Package upstream connects the gateway to an MQTT 5 broker with
+// paho.golang: one connection per MQTT-SN client (transparent mode), with
+// the client's ClientID and Will, and end-to-end acknowledgements.
+//
+// A broker message is acknowledged (PUBACK, PUBREC) only when the gateway
+// calls the Delivery's Ack, after the sensor acknowledged it. This is done
+// by wrapping paho's session state: paho asks the state to acknowledge as
+// soon as its handlers return, the wrapper ignores that request, and the
+// Delivery's Ack makes it later. Unlike paho's manual-acknowledgement mode
+// this needs no per-connection ticker.
+package upstream
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/eclipse/paho.golang/packets"
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session/state"
+	"github.com/rs/zerolog"
+
+	"github.com/sensorgate/mqttsn-gateway/gateway"
+	"github.com/sensorgate/mqttsn-gateway/mqttsn"
+)
+
+// Options configures the broker connections.
+type Options struct {
+	URL            string // tcp://host:port, mqtt://, tls:// or ssl://
+	Username       string
+	Password       string
+	ClientIDPrefix string        // put before every client's ClientID upstream
+	CAFile         string        // PEM roots for tls://; empty: the system's
+	KeepAlive      time.Duration // MQTT keep-alive of each connection; default 60 s
+	ReceiveMaximum uint16        // QoS 1/2 messages in flight towards each client; default 16
+	Log            zerolog.Logger
+}
+
+// Upstream opens paho.golang connections to one broker. It implements
+// gateway.Upstream.
+type Upstream struct {
+	opts    Options
+	address string
+	tlsConf *tls.Config // nil for plain TCP
+}
+
+var _ gateway.Upstream = (*Upstream)(nil)
+
+// New checks opts and returns an Upstream for the broker at opts.URL.
+func New(opts Options) (*Upstream, error) {
+	u, err := url.Parse(opts.URL)
+	if err != nil {
+		return nil, fmt.Errorf("upstream: broker URL %q: %w", opts.URL, err)
+	}
+	if u.Port() == "" {
+		return nil, fmt.Errorf("upstream: broker URL %q has no port", opts.URL)
+	}
+	up := &Upstream{opts: opts, address: u.Host}
+	switch u.Scheme {
+	case "tcp", "mqtt":
+	case "tls", "ssl":
+		up.tlsConf = &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
+		if opts.CAFile != "" {
+			pem, err := os.ReadFile(opts.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("upstream: CA file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("upstream: CA file %s: no PEM certificate in it", opts.CAFile)
+			}
+			up.tlsConf.RootCAs = pool
+		}
+	default:
+		return nil, fmt.Errorf("upstream: broker URL %q: scheme %q is not tcp, mqtt, tls or ssl", opts.URL, u.Scheme)
+	}
+	if up.opts.KeepAlive <= 0 {
+		up.opts.KeepAlive = time.Minute
+	}
+	if up.opts.ReceiveMaximum == 0 {
+		up.opts.ReceiveMaximum = 16
+	}
+	return up, nil
+}
+
+// Connect opens one client's broker connection.
+func (up *Upstream) Connect(ctx context.Context, p gateway.ConnectParams, h gateway.ConnHandler) (gateway.Conn, error) {
+	nc, err := up.dial(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("upstream: dial %s: %w", up.address, err)
+	}
+	c := &conn{state: deferredAcks{state.NewInMemory()}, net: nc, handler: h, log: up.opts.Log}
+	c.client = paho.NewClient(paho.ClientConfig{
+		Conn:               nc,
+		Session:            c.state,
+		OnPublishReceived:  []func(paho.PublishReceived) (bool, error){c.onPublish},
+		OnClientError:      c.onError,
+		OnServerDisconnect: c.onServerDisconnect,
+	})
+
+	recvMax := up.opts.ReceiveMaximum
+	expiry := uint32(p.SessionExpiry / time.Second)
+	cp := &paho.Connect{
+		ClientID:   up.opts.ClientIDPrefix + p.ClientID,
+		KeepAlive:  uint16(up.opts.KeepAlive / time.Second),
+		CleanStart: p.CleanStart,
+		Properties: &paho.ConnectProperties{ReceiveMaximum: &recvMax, SessionExpiryInterval: &expiry},
+	}
+	if up.opts.Username != "" {
+		cp.Username, cp.UsernameFlag = up.opts.Username, true
+	}
+	if up.opts.Password != "" {
+		cp.Password, cp.PasswordFlag = []byte(up.opts.Password), true
+	}
+	if w := p.Will; w != nil {
+		cp.WillMessage = &paho.WillMessage{Topic: w.Topic, Payload: w.Message, QoS: w.QoS, Retain: w.Retain}
+	}
+	ca, err := c.client.Connect(ctx, cp)
+	if err != nil {
+		_ = nc.Close()
+		_ = c.state.Close()
+		if ca != nil {
+			return nil, &gateway.RefusedError{Code: connackCode(ca.ReasonCode), Reason: fmt.Sprintf("CONNACK 0x%02x %s", ca.ReasonCode, reasonString(ca.Properties))}
+		}
+		return nil, fmt.Errorf("upstream: connect %q: %w", cp.ClientID, err)
+	}
+	c.ready.Store(true)
+	return c, nil
+}
+
+func (up *Upstream) dial(ctx context.Context) (net.Conn, error) {
+	if up.tlsConf != nil {
+		d := tls.Dialer{Config: up.tlsConf}
+		return d.DialContext(ctx, "tcp", up.address)
+	}
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", up.address)
+	if err == nil {
+		_ = nc.(*net.TCPConn).SetNoDelay(true)
+	}
+	return nc, err
+}
+
+func reasonString(p *paho.ConnackProperties) string {
+	if p == nil {
+		return ""
+	}
+	return p.ReasonString
+}
+
+// connackCode maps a refusing CONNACK to the MQTT-SN return code (A20):
+// an unavailable or overloaded broker is congestion, anything else is
+// "not supported".
+func connackCode(rc byte) mqttsn.ReturnCode {
+	switch rc {
+	case packets.ConnackServerUnavailable, packets.ConnackServerBusy, packets.ConnackQuotaExceeded, packets.ConnackConnectionRateExceeded:
+		return mqttsn.RejectedCongestion
+	}
+	return mqttsn.RejectedNotSupported
+}
+
+// ackCode maps a refusing PUBACK, PUBREC or SUBACK reason code (A20).
+func ackCode(rc byte) mqttsn.ReturnCode {
+	switch rc {
+	case packets.PubackQuotaExceeded:
+		return mqttsn.RejectedCongestion
+	}
+	return mqttsn.RejectedNotSupported
+}
+
+// deferredAcks is paho's in-memory session state, except that it ignores
+// paho's own acknowledgement of a received PUBLISH: the Delivery's Ack
+// sends it when the sensor has acknowledged.
+type deferredAcks struct{ *state.State }
+
+// Ack ignores paho's automatic acknowledgement.
+func (deferredAcks) Ack(*packets.Publish) error { return nil }
+
+// conn is one client's broker connection.
+type conn struct {
+	client  *paho.Client
+	state   deferredAcks
+	net     net.Conn
+	handler gateway.ConnHandler
+	log     zerolog.Logger
+
+	ready     atomic.Bool // Connect succeeded: losses are reported from now on
+	closing   atomic.Bool // the gateway ended the connection itself
+	closeOnce sync.Once
+}
+
+var _ gateway.Conn = (*conn)(nil)
+
+func (c *conn) onPublish(pr paho.PublishReceived) (bool, error) {
+	p := pr.Packet
+	d := &gateway.Delivery{Message: gateway.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain}}
+	if p.QoS > 0 {
+		pkt := &packets.Publish{PacketID: p.PacketID, QoS: p.QoS}
+		d.Ack = func() {
+			if err := c.state.State.Ack(pkt); err != nil {
+				c.log.Debug().Err(err).Msg("acknowledging a broker message failed")
+			}
+		}
+	}
+	c.handler.Deliver(d)
+	return true, nil
+}
+
+func (c *conn) onError(err error) { c.lost(err) }
+
+func (c *conn) onServerDisconnect(d *paho.Disconnect) {
+	c.lost(fmt.Errorf("broker sent DISCONNECT 0x%02x", d.ReasonCode))
+}
+
+func (c *conn) lost(err error) {
+	if !c.ready.Load() || c.closing.Load() {
+		return
+	}
+	c.closeOnce.Do(func() {
+		// Tell the gateway first: it stops waiting on this connection's
+		// deliveries, which lets paho finish.
+		c.handler.Lost(err)
+		c.finish()
+	})
+}
+
+// finish waits for paho to stop and releases the session state.
+func (c *conn) finish() {
+	select {
+	case <-c.client.Done():
+	case <-time.After(5 * time.Second):
+	}
+	_ = c.state.Close()
+}
+
+// Publish forwards m and waits for the broker's acknowledgement.
+func (c *conn) Publish(ctx context.Context, m gateway.Message) error {
+	resp, err := c.client.Publish(ctx, &paho.Publish{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain})
+	if resp != nil && resp.ReasonCode >= 0x80 {
+		return &gateway.RefusedError{Code: ackCode(resp.ReasonCode), Reason: fmt.Sprintf("reason code 0x%02x", resp.ReasonCode)}
+	}
+	if err != nil {
+		return fmt.Errorf("upstream: publish %q: %w", m.Topic, err)
+	}
+	return nil
+}
+
+// Subscribe subscribes to filter and returns the granted QoS.
+func (c *conn) Subscribe(ctx context.Context, filter string, qos byte) (byte, error) {
+	sa, err := c.client.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: qos}}})
+	if sa != nil && len(sa.Reasons) == 1 {
+		if rc := sa.Reasons[0]; rc >= 0x80 {
+			return 0, &gateway.RefusedError{Code: ackCode(rc), Reason: fmt.Sprintf("SUBACK 0x%02x", rc)}
+		}
+		return sa.Reasons[0], nil
+	}
+	if err == nil {
+		err = errors.New("SUBACK without a reason code")
+	}
+	return 0, fmt.Errorf("upstream: subscribe %q: %w", filter, err)
+}
+
+// Unsubscribe removes the subscription to filter.
+func (c *conn) Unsubscribe(ctx context.Context, filter string) error {
+	if _, err := c.client.Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{filter}}); err != nil {
+		return fmt.Errorf("upstream: unsubscribe %q: %w", filter, err)
+	}
+	return nil
+}
+
+// Disconnect sends DISCONNECT (the broker discards the Will) and closes.
+func (c *conn) Disconnect(endSession bool) {
+	c.closing.Store(true)
+	d := &paho.Disconnect{ReasonCode: 0}
+	if endSession {
+		zero := uint32(0)
+		d.Properties = &paho.DisconnectProperties{SessionExpiryInterval: &zero}
+	}
+	_ = c.client.Disconnect(d)
+	c.closeOnce.Do(c.finish)
+}
+
+// Drop closes the TCP connection without DISCONNECT: the broker publishes
+// the Will.
+func (c *conn) Drop() {
+	c.closing.Store(true)
+	_ = c.net.Close()
+	c.closeOnce.Do(c.finish)
+}

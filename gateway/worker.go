@@ -1,0 +1,227 @@
+package gateway
+
+import (
+	"context"
+	"sync"
+)
+
+// opKind is the kind of an upstream request.
+type opKind uint8
+
+const (
+	opConnect opKind = iota
+	opPublish
+	opSubscribe
+	opUnsubscribe
+	opDisconnect // clean: MQTT DISCONNECT, no Will
+	opDrop       // lost: close without DISCONNECT, the broker publishes the Will
+)
+
+// op is one request for a session's upstream worker. The worker runs them
+// one after another, in the order the session queued them, so that a
+// client's messages reach the broker in the order it sent them.
+type op struct {
+	kind  opKind
+	epoch uint64 // the session's epoch when queued
+
+	params  ConnectParams // opConnect
+	handler *connHandler  // opConnect: receives the new connection's messages
+
+	msg     Message // opPublish
+	msgID   uint16  // the client's MsgId, for the answer
+	topicID uint16  // the client's TopicId, for the answer
+
+	endSession bool // opDisconnect: discard the broker session too
+
+	filter   string // opSubscribe, opUnsubscribe
+	qos      byte   // opSubscribe
+	internal bool   // opUnsubscribe issued by the gateway itself (A13): no UNSUBACK
+}
+
+// Results of upstream requests, reported on the session's control channel.
+type (
+	resConnect struct {
+		epoch uint64
+		gen   uint64
+		err   error
+	}
+	resPublish struct {
+		op  op
+		err error
+	}
+	resSubscribe struct {
+		op      op
+		granted byte
+		err     error
+	}
+	resUnsubscribe struct {
+		op  op
+		err error
+	}
+	evLost struct {
+		gen uint64
+		err error
+	}
+)
+
+// opQueue is the session's queue of upstream requests. It never blocks the
+// session: the session bounds the requests it queues on the client's behalf
+// itself (congestion beyond opsSize), and connection life-cycle requests must
+// never be lost.
+type opQueue struct {
+	mu     sync.Mutex
+	items  []op
+	closed bool
+	signal chan struct{}
+}
+
+func newOpQueue() *opQueue { return &opQueue{signal: make(chan struct{}, 1)} }
+
+func (q *opQueue) push(o op) {
+	q.mu.Lock()
+	q.items = append(q.items, o)
+	q.mu.Unlock()
+	select {
+	case q.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (q *opQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	select {
+	case q.signal <- struct{}{}:
+	default:
+	}
+}
+
+// take waits for requests and returns them all; ok is false once the queue
+// is closed and empty.
+func (q *opQueue) take(buf []op) (items []op, ok bool) {
+	for {
+		q.mu.Lock()
+		if len(q.items) > 0 {
+			items = append(buf[:0], q.items...)
+			clear(q.items)
+			q.items = q.items[:0]
+			q.mu.Unlock()
+			return items, true
+		}
+		closed := q.closed
+		q.mu.Unlock()
+		if closed {
+			return nil, false
+		}
+		<-q.signal
+	}
+}
+
+// worker runs the session's upstream requests. It owns the upstream
+// connection; when the queue closes it closes the connection if the
+// requests left it open.
+func (s *session) worker(done chan<- struct{}) {
+	defer close(done)
+	var conn Conn
+	var buf []op
+	for {
+		items, ok := s.opq.take(buf)
+		if !ok {
+			break
+		}
+		buf = items
+		for i := range items {
+			conn = s.exec(conn, items[i])
+		}
+	}
+	if conn != nil {
+		conn.Disconnect(false)
+	}
+}
+
+// exec runs one request on conn and returns the connection to use next.
+func (s *session) exec(conn Conn, o op) Conn {
+	cfg := &s.g.cfg
+	switch o.kind {
+	case opConnect:
+		if conn != nil {
+			conn.Disconnect(false)
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, cfg.UpstreamTimeout)
+		c, err := s.g.up.Connect(ctx, o.params, o.handler)
+		cancel()
+		s.report(resConnect{epoch: o.epoch, gen: o.handler.gen, err: err})
+		if err != nil {
+			return nil
+		}
+		return c
+	case opDisconnect:
+		if conn != nil {
+			conn.Disconnect(o.endSession)
+		}
+		return nil
+	case opDrop:
+		if conn != nil {
+			conn.Drop()
+		}
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, cfg.UpstreamTimeout)
+	defer cancel()
+	switch o.kind {
+	case opPublish:
+		err := errNotConnected
+		if conn != nil {
+			err = conn.Publish(ctx, o.msg)
+		}
+		s.report(resPublish{op: o, err: err})
+	case opSubscribe:
+		var granted byte
+		err := errNotConnected
+		if conn != nil {
+			granted, err = conn.Subscribe(ctx, o.filter, o.qos)
+		}
+		s.report(resSubscribe{op: o, granted: granted, err: err})
+	case opUnsubscribe:
+		err := errNotConnected
+		if conn != nil {
+			err = conn.Unsubscribe(ctx, o.filter)
+		}
+		s.report(resUnsubscribe{op: o, err: err})
+	}
+	return conn
+}
+
+// connHandler passes one upstream connection's messages and loss to its
+// session, tagged with the connection's generation. The session closes
+// stale when it stops caring about the connection.
+type connHandler struct {
+	s     *session
+	gen   uint64
+	stale chan struct{}
+}
+
+// Deliver queues a broker message for the session. QoS 1 and 2 wait for
+// room (the broker's Receive Maximum bounds them) unless the connection has
+// gone stale; QoS 0 is dropped and counted when the session is not keeping
+// up.
+func (h *connHandler) Deliver(m *Delivery) {
+	d := delivery{Delivery: m, gen: h.gen}
+	if m.QoS == 0 {
+		select {
+		case h.s.deliveries <- d:
+		default:
+			h.s.g.stats.downlinkDropped.Add(1)
+		}
+		return
+	}
+	select {
+	case h.s.deliveries <- d:
+	case <-h.stale:
+	case <-h.s.loopDone:
+	}
+}
+
+// Lost reports the connection's loss to the session.
+func (h *connHandler) Lost(err error) { h.s.report(evLost{gen: h.gen, err: err}) }
