@@ -22,6 +22,7 @@ type Config struct {
 	SessionExpiry      time.Duration // how long a CleanSession=0 session outlives its connection; 0: not at all
 	UpstreamTimeout    time.Duration // bound on one upstream request (connect, publish, subscribe)
 	ReceiveMaximum     int           // downlink QoS 1/2 messages the broker may have in flight per client
+	MaxDatagram        int           // largest datagram sent to a client; larger broker messages are dropped (§6.5)
 	Predefined         *topicmap.Predefined
 
 	// QoSMinus1 enables PUBLISH with QoS −1 from unconnected senders (A16),
@@ -42,6 +43,7 @@ const (
 	DefaultMaxRetries        = 3
 	DefaultUpstreamTimeout   = 10 * time.Second
 	DefaultReceiveMaximum    = 16
+	DefaultMaxDatagram       = 1500
 )
 
 // withDefaults returns c with zero fields set to their defaults, or an
@@ -64,6 +66,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.ReceiveMaximum == 0 {
 		c.ReceiveMaximum = DefaultReceiveMaximum
+	}
+	if c.MaxDatagram == 0 {
+		c.MaxDatagram = DefaultMaxDatagram
 	}
 	if c.QoSMinus1ClientID == "" {
 		c.QoSMinus1ClientID = fmt.Sprintf("mqttsn-gateway-%d-qos-1", c.GatewayID)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/sensorgate/mqttsn-gateway/gateway"
 	"github.com/sensorgate/mqttsn-gateway/internal/snclient"
 	"github.com/sensorgate/mqttsn-gateway/mqttsn"
 )
@@ -237,4 +238,50 @@ func TestDownlinkRetransmissionThenLost(t *testing.T) {
 		}
 		c2.Send(&mqttsn.PubAck{TopicID: p.TopicID, MsgID: p.MsgID})
 	})
+}
+
+// The gateway's REGISTER and PUBREL are retransmitted like its PUBLISH;
+// a client that never completes them is lost.
+func TestRegisterAndPubRelRetransmitted(t *testing.T) {
+	eachBroker(t, func(t *testing.T, url string) {
+		g := startGateway(t, url, nil)
+		obs := g.observer(t, "", 0)
+		c := g.client(t)
+		c.Connect("down-8", true, 60)
+		c.Subscribe("dev/down-8/#", mqttsn.QoS2)
+		obs.Publish("dev/down-8/a", []byte("x"), 2, false)
+
+		reg := snclient.Expect[*mqttsn.Register](t, c, wait)
+		again := snclient.Expect[*mqttsn.Register](t, c, wait)
+		if again.MsgID != reg.MsgID || again.TopicID != reg.TopicID {
+			t.Fatalf("retransmitted REGISTER %+v, first %+v", again, reg)
+		}
+		c.Send(&mqttsn.RegAck{TopicID: reg.TopicID, MsgID: reg.MsgID})
+		p := snclient.Expect[*mqttsn.Publish](t, c, wait)
+		c.Send(&mqttsn.PubRec{MsgID: p.MsgID})
+		for range 1 + testRetries {
+			if rel := snclient.Expect[*mqttsn.PubRel](t, c, wait); rel.MsgID != p.MsgID {
+				t.Fatalf("PUBREL %d for PUBLISH %d", rel.MsgID, p.MsgID)
+			}
+		}
+		waitStats(t, g, "the client lost", func(s gatewayStats) bool { return s.Lost == 1 })
+	})
+}
+
+// §6.5: a broker message that does not fit the largest datagram is not
+// sent; it is acknowledged upstream and counted.
+func TestDownlinkTooLargeDropped(t *testing.T) {
+	g := startGateway(t, "tcp://"+startEmbedded(t), func(c *gateway.Config) { c.MaxDatagram = 100 })
+	obs := g.observer(t, "", 0)
+	c := g.client(t)
+	c.Connect("down-9", true, 60)
+	id, _ := c.Subscribe("cmd/down-9", mqttsn.QoS1)
+	obs.Publish("cmd/down-9", make([]byte, 94), 1, false) // 101 octets as PUBLISH
+	obs.Publish("cmd/down-9", make([]byte, 93), 1, false) // 100 octets: fits
+	p := snclient.Expect[*mqttsn.Publish](t, c, wait)
+	if len(p.Data) != 93 || p.TopicID != id {
+		t.Fatalf("got %d octets on %d", len(p.Data), p.TopicID)
+	}
+	c.Send(&mqttsn.PubAck{TopicID: p.TopicID, MsgID: p.MsgID})
+	waitStats(t, g, "the large message dropped", func(s gatewayStats) bool { return s.DownlinkDropped == 1 })
 }

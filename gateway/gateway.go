@@ -77,6 +77,12 @@ func (g *Gateway) HandleDatagram(via transport.Sender, from netip.AddrPort, b []
 		if e := g.log.Debug(); e.Enabled() {
 			e.Str("peer", from.String()).Err(err).Msg("dropped malformed datagram")
 		}
+		if emptyClientID(b) {
+			// A15: a CONNECT without ClientId is refused, not ignored, so
+			// that the sensor learns why.
+			g.stats.connectsRefused.Add(1)
+			send(peer{via: via, addr: from}, &mqttsn.ConnAck{ReturnCode: mqttsn.RejectedNotSupported})
+		}
 		return
 	}
 	if msg.Type() == mqttsn.TypeEncapsulated {
@@ -108,6 +114,13 @@ func (g *Gateway) HandleDatagram(via transport.Sender, from netip.AddrPort, b []
 	default:
 		g.noSession(p, msg)
 	}
+}
+
+// emptyClientID reports whether b is a CONNECT whose only fault is an empty
+// ClientId: Flags, ProtocolId 0x01 and Duration, nothing after.
+func emptyClientID(b []byte) bool {
+	h, err := mqttsn.ParseHeader(b)
+	return err == nil && h.Type == mqttsn.TypeConnect && len(b) == h.Size()+4 && b[h.Size()+1] == mqttsn.ProtocolID
 }
 
 // noSession answers a message from an address that has no session: a

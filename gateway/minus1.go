@@ -57,6 +57,10 @@ func (g *Gateway) publishMinus1(from netip.AddrPort, m *mqttsn.Publish) {
 		topic = t
 	case mqttsn.TopicIDShort:
 		topic = topicmap.ShortName(m.TopicID)
+		if _, ok := topicmap.ShortID(topic); !ok {
+			g.stats.qosMinus1Dropped.Add(1) // not a topic name: "+", "#" or NUL
+			return
+		}
 	default:
 		g.stats.qosMinus1Dropped.Add(1)
 		return
@@ -128,7 +132,10 @@ func (f *minus1Forwarder) run() {
 		err := conn.Publish(ctx, m)
 		cancel()
 		if err != nil {
+			// The connection may be gone; open a new one for the next.
 			f.g.stats.qosMinus1Dropped.Add(1)
+			conn.Drop()
+			conn = nil
 			continue
 		}
 		f.g.stats.qosMinus1.Add(1)

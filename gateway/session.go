@@ -458,7 +458,7 @@ func (s *session) endConnection() {
 	s.upPending = nil
 	s.keepAliveAt = time.Time{}
 	s.g.unbind(s, s.peer)
-	if s.cleanSession || !s.everActive || s.g.cfg.SessionExpiry == 0 {
+	if !s.keepsBrokerSession() || !s.everActive {
 		s.state = stateGone
 		return
 	}
@@ -472,7 +472,7 @@ func (s *session) shutdown() {
 		s.send(&mqttsn.Disconnect{})
 	}
 	if s.connected {
-		s.request(op{kind: opDisconnect, endSession: s.cleanSession})
+		s.request(op{kind: opDisconnect, endSession: !s.keepsBrokerSession()})
 	}
 	s.state = stateGone
 }

@@ -110,11 +110,18 @@ func (s *session) connectUpstream() {
 const willUpdateGrace = time.Minute
 
 func (s *session) connectParams() ConnectParams {
-	p := ConnectParams{ClientID: s.clientID, CleanStart: s.cleanSession, SessionExpiry: s.g.cfg.SessionExpiry, Will: s.will}
-	if s.cleanSession {
-		p.SessionExpiry = willUpdateGrace
+	p := ConnectParams{ClientID: s.clientID, CleanStart: s.cleanSession, Will: s.will}
+	if !s.cleanSession {
+		p.SessionExpiry = s.g.cfg.SessionExpiry
 	}
+	p.SessionExpiry = max(p.SessionExpiry, willUpdateGrace)
 	return p
+}
+
+// keepsBrokerSession reports whether the broker session is to outlive the
+// client's DISCONNECT.
+func (s *session) keepsBrokerSession() bool {
+	return !s.cleanSession && s.g.cfg.SessionExpiry > 0
 }
 
 // onConnectResult answers the client's CONNECT (or its Will update) with
@@ -156,7 +163,7 @@ func (s *session) onDisconnect(m *mqttsn.Disconnect) {
 	s.g.stats.disconnects.Add(1)
 	s.send(&mqttsn.Disconnect{})
 	if s.connected {
-		s.request(op{kind: opDisconnect, endSession: s.cleanSession})
+		s.request(op{kind: opDisconnect, endSession: !s.keepsBrokerSession()})
 	}
 	s.endConnection()
 }

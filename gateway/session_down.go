@@ -19,6 +19,11 @@ func (s *session) onDelivery(d delivery) {
 		s.dropDelivery(&d, "the client refused this topic (A13)")
 		return
 	}
+	if wireLen(5+len(d.Payload)) > s.g.cfg.MaxDatagram || wireLen(4+len(d.Topic)) > s.g.cfg.MaxDatagram {
+		// §6.5: what does not fit the network is dropped.
+		s.dropDelivery(&d, "larger than the largest datagram")
+		return
+	}
 	kind, id, confirmed, err := s.reg.Assign(d.Topic)
 	if err != nil {
 		s.dropDelivery(&d, err.Error())
@@ -172,4 +177,12 @@ func (s *session) onPubComp(m *mqttsn.PubComp) {
 		return
 	}
 	s.finishOutbound()
+}
+
+// wireLen is the size of a message whose variable part is n octets.
+func wireLen(n int) int {
+	if n+2 <= 0xFF {
+		return n + 2
+	}
+	return n + 4
 }

@@ -205,6 +205,10 @@ func TestConnectRefusals(t *testing.T) {
 		if st := g.Stats(); st.Sessions != 0 {
 			t.Fatalf("refused CONNECTs left %d sessions", st.Sessions)
 		}
+		c.SendRaw([]byte{0x06, 0x04, 0x04, 0x01, 0x00, 0x3c}) // CONNECT with an empty ClientId (A15)
+		if ack := snclient.Expect[*mqttsn.ConnAck](t, c, wait); ack.ReturnCode != mqttsn.RejectedNotSupported {
+			t.Fatalf("empty ClientId: %v", ack.ReturnCode)
+		}
 		c.Connect("first", true, 60)
 		c2 := g.client(t)
 		c2.Send(&mqttsn.Connect{CleanSession: true, Duration: 60, ClientID: "second"})

@@ -30,8 +30,12 @@ func (s *session) onRegister(m *mqttsn.Register) {
 func (s *session) onPublish(m *mqttsn.Publish) {
 	topic, ok := s.reg.Lookup(topicmap.Kind(m.TopicIDType), m.TopicID)
 	if !ok {
-		// A4: unknown id → PUBACK 0x02, whatever the QoS; the session stays.
+		// A4: unknown id → PUBACK 0x02 for QoS 0/1/2, QoS −1 dropped;
+		// the session stays.
 		s.g.stats.unknownTopicID.Add(1)
+		if m.QoS == mqttsn.QoSMinus1 {
+			return
+		}
 		s.send(&mqttsn.PubAck{TopicID: m.TopicID, MsgID: m.MsgID, ReturnCode: mqttsn.RejectedInvalidTopicID})
 		return
 	}

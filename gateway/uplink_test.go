@@ -3,8 +3,11 @@ package gateway_test
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"testing"
+	"time"
 
+	"github.com/sensorgate/mqttsn-gateway/gateway"
 	"github.com/sensorgate/mqttsn-gateway/internal/snclient"
 	"github.com/sensorgate/mqttsn-gateway/mqttsn"
 )
@@ -81,7 +84,10 @@ func TestUplinkUnknownTopicID(t *testing.T) {
 		if rc := c.PublishQoS1(99, mqttsn.TopicIDPredefined, []byte("z")); rc != mqttsn.RejectedInvalidTopicID {
 			t.Fatalf("unknown predefined id: PUBACK %v", rc)
 		}
-		obs.ExpectNone(quiet)
+		// QoS −1 to an unknown id is dropped without an answer (A4).
+		c.Send(&mqttsn.Publish{QoS: mqttsn.QoSMinus1, TopicIDType: mqttsn.TopicIDPredefined, TopicID: 98, Data: []byte("w")})
+		c.ExpectNothing(quiet)
+		obs.ExpectNone(10 * time.Millisecond)
 
 		id := c.Register("sensors/still-here")
 		if rc := c.PublishQoS1(id, mqttsn.TopicIDNormal, []byte("ok")); rc != mqttsn.Accepted {
@@ -175,4 +181,17 @@ func TestQoSMinus1(t *testing.T) {
 		c.ExpectNothing(quiet)
 		waitStats(t, g, "the unknown id counted", func(s gatewayStats) bool { return s.QoSMinus1Dropped == 1 && s.QoSMinus1 == 2 })
 	})
+}
+
+// A16: qos_minus1.allowed_senders limits who may publish without a
+// connection; others are dropped and counted.
+func TestQoSMinus1AllowedSenders(t *testing.T) {
+	g := startGateway(t, "tcp://"+startEmbedded(t), func(c *gateway.Config) {
+		c.QoSMinus1Senders = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	})
+	obs := g.observer(t, "#", 0)
+	c := g.client(t)
+	c.Send(&mqttsn.Publish{QoS: mqttsn.QoSMinus1, TopicIDType: mqttsn.TopicIDPredefined, TopicID: 7, Data: []byte("no")})
+	waitStats(t, g, "the refused QoS -1 counted", func(s gatewayStats) bool { return s.QoSMinus1Dropped == 1 })
+	obs.ExpectNone(quiet)
 }

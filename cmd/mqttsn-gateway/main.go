@@ -280,6 +280,7 @@ func gatewayConfig(cfg config.Config) (gateway.Config, error) {
 		SessionExpiry:      cfg.Upstream.SessionExpiry,
 		UpstreamTimeout:    cfg.Upstream.Timeout,
 		ReceiveMaximum:     cfg.Upstream.ReceiveMaximum,
+		MaxDatagram:        cfg.UDP.MaxDatagram,
 		Predefined:         predefined,
 		QoSMinus1:          cfg.QoSMinus1.Enabled,
 		QoSMinus1Senders:   cfg.QoSMinus1.AllowedSenders,

@@ -1,0 +1,37 @@
+// Package gateway is the MQTT-SN gateway core: it owns the sessions of the
+// sensors that talk to it and bridges each of them to an MQTT broker.
+//
+// # Data flow
+//
+// A transport listener calls HandleDatagram for every datagram. The
+// dispatcher decodes it (garbage is counted and dropped), finds the session
+// by the sender's address (a CONNECT by its ClientId) and posts the message
+// to the session's bounded inbox; a full inbox drops it, the client
+// retransmits. Nothing before a valid CONNECT creates state.
+//
+// # Ownership
+//
+// Exactly one goroutine, the session's run loop, reads or writes a session's
+// state. Everything else talks to it through channels:
+//
+//   - the dispatcher posts client messages (inbox) and CONNECT routing
+//     events (control), never blocking;
+//   - the session's upstream worker runs the broker requests the session
+//     queued (connect, publish, subscribe, ...), one after another in the
+//     order the client's messages arrived, and reports each result on the
+//     control channel; it owns the upstream connection;
+//   - the upstream connection's handler delivers broker messages on the
+//     deliveries channel, which the session reads only while it can send
+//     them, one gateway-initiated exchange at a time.
+//
+// The session loop never blocks on the network: UDP writes do not wait and
+// broker requests run on the worker. The gateway's maps (by address, by
+// ClientId) are guarded by one mutex held only for lookups and updates.
+//
+// # End-to-end acknowledgement
+//
+// A client's QoS 1/2 PUBLISH is acknowledged to the client only after the
+// broker acknowledged it; a broker's QoS 1/2 message is acknowledged to the
+// broker only after the client acknowledged it (or the gateway gave up on
+// it), so the broker's session holds whatever the gateway has not delivered.
+package gateway
