@@ -97,7 +97,8 @@ func (up *Upstream) Connect(ctx context.Context, p gateway.ConnectParams, h gate
 	if err != nil {
 		return nil, fmt.Errorf("upstream: dial %s: %w", up.address, err)
 	}
-	c := &conn{state: deferredAcks{state.NewInMemory()}, net: nc, handler: h, log: up.opts.Log}
+	c := &conn{net: nc, handler: h, log: up.opts.Log}
+	c.state = deferredAcks{State: state.NewInMemory(), ended: c.ended}
 	c.client = paho.NewClient(paho.ClientConfig{
 		Conn:               nc,
 		Session:            c.state,
@@ -178,11 +179,26 @@ func ackCode(rc byte) mqttsn.ReturnCode {
 
 // deferredAcks is paho's in-memory session state, except that it ignores
 // paho's own acknowledgement of a received PUBLISH: the Delivery's Ack
-// sends it when the sensor has acknowledged.
-type deferredAcks struct{ *state.State }
+// sends it when the sensor has acknowledged. It also tells the connection
+// at once when paho notices the connection's end.
+type deferredAcks struct {
+	*state.State
+	ended func(*packets.Disconnect)
+}
 
 // Ack ignores paho's automatic acknowledgement.
 func (deferredAcks) Ack(*packets.Publish) error { return nil }
+
+// ConnectionLost is called by paho when the broker sent DISCONNECT (dp) and
+// when the connection closed (nil), before paho waits for a Deliver in
+// progress to return. (paho calls OnClientError and OnServerDisconnect only
+// after that wait, which a Deliver waiting for the session would make
+// endless.)
+func (s deferredAcks) ConnectionLost(dp *packets.Disconnect) error {
+	err := s.State.ConnectionLost(dp)
+	s.ended(dp)
+	return err
+}
 
 // conn is one client's broker connection.
 type conn struct {
@@ -194,6 +210,7 @@ type conn struct {
 
 	ready     atomic.Bool // Connect succeeded: losses are reported from now on
 	closing   atomic.Bool // the gateway ended the connection itself
+	endOnce   sync.Once   // ended reports once
 	closeOnce sync.Once
 }
 
@@ -214,10 +231,28 @@ func (c *conn) onPublish(pr paho.PublishReceived) (bool, error) {
 	return true, nil
 }
 
-func (c *conn) onError(err error) { c.lost(err) }
+// onError logs why paho ended the connection; ended has reported the loss.
+func (c *conn) onError(err error) {
+	c.log.Debug().Err(err).Msg("upstream connection ended")
+}
 
+// onServerDisconnect logs the broker's DISCONNECT; ended has reported it.
 func (c *conn) onServerDisconnect(d *paho.Disconnect) {
-	c.lost(fmt.Errorf("broker sent DISCONNECT 0x%02x", d.ReasonCode))
+	c.log.Debug().Uint8("reason", d.ReasonCode).Msg("broker sent DISCONNECT")
+}
+
+// ended reports the end of the connection that paho noticed: a DISCONNECT
+// from the broker (dp) or a closed connection (nil; paho tells the cause
+// to onError only later). It runs on paho's goroutines, which must not
+// wait for the gateway.
+func (c *conn) ended(dp *packets.Disconnect) {
+	c.endOnce.Do(func() {
+		err := errors.New("connection to the broker closed")
+		if dp != nil {
+			err = fmt.Errorf("broker sent DISCONNECT 0x%02x", dp.ReasonCode)
+		}
+		go c.lost(err)
+	})
 }
 
 func (c *conn) lost(err error) {
