@@ -3,9 +3,11 @@
 package broker
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -46,9 +48,9 @@ func Start(addr string, log zerolog.Logger) (*Broker, error) {
 	b.srv = mqtt.New(&mqtt.Options{
 		Logger: slog.New(quietHandler{zerolog.NewSlogHandler(log.With().Str("component", "broker").Logger())}),
 	})
-	if err := b.srv.AddHook(new(allowAll), nil); err != nil {
+	if err := b.srv.AddHook(new(gatewayHook), nil); err != nil {
 		_ = ln.Close()
-		return nil, fmt.Errorf("embedded broker: add allow-all hook: %w", err)
+		return nil, fmt.Errorf("embedded broker: add the gateway hook: %w", err)
 	}
 	if err := b.srv.AddListener(&listener{Net: listeners.NewNet("tcp", b.conns), b: b}); err != nil {
 		_ = ln.Close()
@@ -82,48 +84,59 @@ func (b *Broker) Close() error {
 	return b.closeErr
 }
 
-// allowAll is a mochi hook that lets every client connect and use every topic.
+// gatewayHook is the gateway's mochi hook: it lets every client connect and
+// use every topic, and it repairs mochi's flow control (OnQosComplete).
 // (mochi's own auth.AllowHook would pull in a YAML library for its ledger.)
-type allowAll struct {
+type gatewayHook struct {
 	mqtt.HookBase
 }
 
 // ID names the hook in mochi's logs.
-func (*allowAll) ID() string { return "allow-all" }
+func (*gatewayHook) ID() string { return "gateway" }
 
-// Provides reports which hook methods allowAll implements.
-func (*allowAll) Provides(b byte) bool {
+// Provides reports which hook methods gatewayHook implements.
+func (*gatewayHook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished:
+	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnQosComplete:
 		return true
 	}
 	return false
 }
 
-// OnSessionEstablish turns off mochi's flow control towards the client.
+// OnQosComplete sends the oldest QoS 1/2 message that mochi parked for the
+// client, now that the client acknowledged one.
 //
-// mochi v2.7.9 honours a client's Receive Maximum by parking QoS 1/2
-// messages beyond it, but sends a parked message only when another packet
-// arrives, in an order that is random within a second, and then forgets it,
-// so its PUBACK never returns the quota: messages are reordered and, once
-// the quota leaks away, held until the client reconnects. With the quota
-// off, mochi sends every message at once, in order; the gateway bounds what
-// it takes with TCP backpressure instead.
-func (*allowAll) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
-	cl.State.Inflight.ResetSendQuota(0)
-}
-
-// OnSessionEstablished turns flow control off again for a session that
-// inherited the quota of a previous connection.
-func (*allowAll) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
-	cl.State.Inflight.ResetSendQuota(0)
+// mochi v2.7.9 honours a client's Receive Maximum by parking the messages
+// beyond it, but sends a parked one only when some other packet arrives, in
+// an order that is random within a second, and then forgets it, so its
+// acknowledgement never returns the quota: messages are reordered and, once
+// the quota has leaked away, held until the client reconnects. The gateway
+// relies on Receive Maximum (the broker holds what a sensor has not taken),
+// so this hook sends one parked message per completed one, oldest first,
+// keeps it in flight so that its acknowledgement returns the quota, and
+// takes the quota back so that mochi's own resend path stays idle.
+func (*gatewayHook) OnQosComplete(cl *mqtt.Client, _ packets.Packet) {
+	parked := cl.State.Inflight.GetAll(true)
+	if len(parked) == 0 {
+		return
+	}
+	oldest := slices.MinFunc(parked, func(a, b packets.Packet) int {
+		if c := cmp.Compare(a.Created, b.Created); c != 0 {
+			return c
+		}
+		return cmp.Compare(int16(a.PacketID-b.PacketID), 0) // packet ids wrap
+	})
+	oldest.Expiry = 0
+	cl.State.Inflight.Set(oldest)
+	cl.State.Inflight.DecreaseSendQuota()
+	_ = cl.WritePacket(oldest)
 }
 
 // OnConnectAuthenticate accepts every client.
-func (*allowAll) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
+func (*gatewayHook) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
 
 // OnACLCheck allows every topic, for reading and writing.
-func (*allowAll) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
+func (*gatewayHook) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
 
 // listener is mochi's listener for a net.Listener, extended to report the end
 // of its accept loop and to close connections that mochi does not know yet.
