@@ -25,6 +25,17 @@ type Config struct {
 	MaxDatagram        int           // largest datagram sent to a client; larger broker messages are dropped (§6.5)
 	Predefined         *topicmap.Predefined
 
+	// Sleeping clients (§6.14). The sleep timer is a DISCONNECT's Duration
+	// × SleepTolerance; a sleeping client's queue holds at most
+	// SleepMaxMessages messages and SleepMaxBytes octets of topic and
+	// payload, QoS 0 included when SleepBufferQoS0. AllowAddressChange lets
+	// a sleeping client wake up, or CONNECT, from a new address (A9).
+	SleepTolerance     float64
+	SleepMaxMessages   int
+	SleepMaxBytes      int
+	SleepBufferQoS0    bool
+	AllowAddressChange bool
+
 	// QoSMinus1 enables PUBLISH with QoS −1 from unconnected senders (A16),
 	// forwarded at QoS 0 over one shared upstream connection whose ClientID
 	// is QoSMinus1ClientID.
@@ -40,10 +51,12 @@ const (
 	DefaultMaxClients        = 10000
 	DefaultMaxClientIDLength = 64
 	DefaultRetryInterval     = 10 * time.Second
-	DefaultMaxRetries        = 3
 	DefaultUpstreamTimeout   = 10 * time.Second
 	DefaultReceiveMaximum    = 16
 	DefaultMaxDatagram       = 1500
+	DefaultSleepTolerance    = 1.5
+	DefaultSleepMaxMessages  = 100
+	DefaultSleepMaxBytes     = 64 << 10
 )
 
 // withDefaults returns c with zero fields set to their defaults, or an
@@ -70,14 +83,25 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxDatagram == 0 {
 		c.MaxDatagram = DefaultMaxDatagram
 	}
+	if c.SleepTolerance == 0 {
+		c.SleepTolerance = DefaultSleepTolerance
+	}
+	if c.SleepMaxMessages == 0 {
+		c.SleepMaxMessages = DefaultSleepMaxMessages
+	}
+	if c.SleepMaxBytes == 0 {
+		c.SleepMaxBytes = DefaultSleepMaxBytes
+	}
 	if c.QoSMinus1ClientID == "" {
 		c.QoSMinus1ClientID = fmt.Sprintf("mqttsn-gateway-%d-qos-1", c.GatewayID)
 	}
 	switch {
-	case c.MaxClients < 0, c.MaxClientIDLength < 0, c.MaxTopics < 0, c.MaxRetries < 0:
+	case c.MaxClients < 0, c.MaxClientIDLength < 0, c.MaxTopics < 0, c.MaxRetries < 0, c.SleepMaxMessages < 0, c.SleepMaxBytes < 0:
 		return c, fmt.Errorf("gateway: negative limit in %+v", c)
 	case c.RetryInterval < 0, c.SessionExpiry < 0, c.UpstreamTimeout < 0:
 		return c, fmt.Errorf("gateway: negative duration in %+v", c)
+	case c.SleepTolerance < 1:
+		return c, fmt.Errorf("gateway: sleep tolerance %v is below 1", c.SleepTolerance)
 	case c.ReceiveMaximum < 1 || c.ReceiveMaximum > 65535:
 		return c, fmt.Errorf("gateway: receive maximum %d is out of range 1..65535", c.ReceiveMaximum)
 	}

@@ -5,7 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
 
 	"github.com/rs/zerolog"
 
@@ -36,8 +40,9 @@ type Gateway struct {
 	closing    bool
 	sessions   sync.WaitGroup
 
-	minus1 *minus1Forwarder
-	stats  counters
+	minus1       *minus1Forwarder
+	stats        counters
+	fullLoggedAt atomic.Int64 // when "gateway full" was last logged (UnixNano)
 }
 
 // New returns a gateway that bridges clients to the broker through up.
@@ -98,13 +103,17 @@ func (g *Gateway) HandleDatagram(via transport.Sender, from netip.AddrPort, b []
 	s := g.byPeer[p]
 	g.mu.Unlock()
 	if s != nil && msg.Type() != mqttsn.TypeConnect {
-		s.post(msg)
+		s.post(p, msg)
 		return
 	}
 
 	switch m := msg.(type) {
 	case *mqttsn.Connect:
 		g.connect(p, m)
+	case *mqttsn.PingReq:
+		if m.ClientID == "" || !g.wake(p, m) {
+			g.noSession(p, msg)
+		}
 	case *mqttsn.Publish:
 		if m.QoS == mqttsn.QoSMinus1 {
 			g.publishMinus1(from, m)
@@ -134,24 +143,46 @@ func (g *Gateway) noSession(p peer, msg mqttsn.Message) {
 	}
 	switch msg.Type() {
 	case mqttsn.TypePublish, mqttsn.TypeRegister, mqttsn.TypeSubscribe, mqttsn.TypeUnsubscribe,
-		mqttsn.TypePingReq, mqttsn.TypeWillTopicUpd, mqttsn.TypeWillMsgUpd:
+		mqttsn.TypePingReq, mqttsn.TypeWillTopicUpd, mqttsn.TypeWillMsgUpd, mqttsn.TypeDisconnect:
+		// A repeated DISCONNECT is answered again: the first answer may
+		// have been lost (A10).
 		send(p, &mqttsn.Disconnect{})
 	}
 }
 
+// wake routes a PINGREQ carrying a ClientId from an address that has no
+// session to the session of that ClientId (A9): a sleeping client waking up,
+// perhaps from a new address. It reports false when there is no such session.
+func (g *Gateway) wake(p peer, m *mqttsn.PingReq) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	s := g.byClientID[m.ClientID]
+	if s == nil {
+		return false
+	}
+	s.postControl(evWake{peer: p})
+	return true
+}
+
 // connect routes a CONNECT: to the session already at that address, to the
 // session of that ClientID (a takeover or a resumption), or to a new session.
+//
+// The event is posted while g.mu is held, so that a session that is ending
+// (it leaves the maps under g.mu, then hands back what was posted to it)
+// never swallows a CONNECT.
 func (g *Gateway) connect(p peer, m *mqttsn.Connect) {
 	if reason := g.checkConnect(m); reason != "" {
 		g.stats.connectsRefused.Add(1)
-		g.log.Info().Str("peer", p.String()).Str("client", m.ClientID).Str("reason", reason).Msg("refused CONNECT")
+		if e := g.log.Debug(); e.Enabled() {
+			e.Str("peer", p.String()).Str("client", m.ClientID).Str("reason", reason).Msg("refused CONNECT")
+		}
 		send(p, &mqttsn.ConnAck{ReturnCode: mqttsn.RejectedNotSupported})
 		return
 	}
 
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	if g.closing {
-		g.mu.Unlock()
 		return
 	}
 	atPeer := g.byPeer[p]
@@ -160,13 +191,12 @@ func (g *Gateway) connect(p peer, m *mqttsn.Connect) {
 		// Another client was connected from this address: that device
 		// now calls itself something else, so the old session is lost.
 		delete(g.byPeer, p)
-		atPeer.postControl(evReplaced{})
+		atPeer.replace()
 	}
 	if s == nil {
 		if len(g.byClientID) >= g.cfg.MaxClients {
-			g.mu.Unlock()
 			g.stats.connectsRefused.Add(1)
-			g.log.Warn().Str("peer", p.String()).Str("client", m.ClientID).Int("max_clients", g.cfg.MaxClients).Msg("refused CONNECT: gateway full")
+			g.gatewayFull(p, m.ClientID)
 			send(p, &mqttsn.ConnAck{ReturnCode: mqttsn.RejectedCongestion})
 			return
 		}
@@ -177,8 +207,19 @@ func (g *Gateway) connect(p peer, m *mqttsn.Connect) {
 		g.stats.sessions.Add(1)
 		go s.run()
 	}
-	g.mu.Unlock()
 	s.postControl(evConnect{peer: p, msg: m})
+}
+
+// gatewayFull logs a CONNECT refused for max_clients, at most once a minute
+// (they are counted one by one in ConnectsRefused).
+func (g *Gateway) gatewayFull(p peer, clientID string) {
+	now := time.Now().UnixNano()
+	last := g.fullLoggedAt.Load()
+	if now-last < int64(time.Minute) || !g.fullLoggedAt.CompareAndSwap(last, now) {
+		return
+	}
+	g.log.Warn().Str("peer", p.String()).Str("client", clientID).Int("max_clients", g.cfg.MaxClients).
+		Msg("refused CONNECT: session.max_clients reached (logged at most once a minute)")
 }
 
 // checkConnect returns why a CONNECT must be refused with 0x03, or "".
@@ -186,6 +227,8 @@ func (g *Gateway) checkConnect(m *mqttsn.Connect) string {
 	switch {
 	case len(m.ClientID) > g.cfg.MaxClientIDLength:
 		return fmt.Sprintf("ClientId of %d octets, longer than %d", len(m.ClientID), g.cfg.MaxClientIDLength)
+	case !utf8.ValidString(m.ClientID) || strings.ContainsRune(m.ClientID, 0):
+		return "ClientId is not valid UTF-8 without NUL (MQTT requires it)"
 	case m.Duration == 0 && !g.cfg.AllowZeroKeepAlive:
 		return "keep-alive 0 (A7)"
 	}
@@ -199,7 +242,7 @@ func (g *Gateway) bind(s *session, old, p peer) {
 		delete(g.byPeer, old)
 	}
 	if other := g.byPeer[p]; other != nil && other != s {
-		other.postControl(evReplaced{})
+		other.replace()
 	}
 	g.byPeer[p] = s
 	g.mu.Unlock()
@@ -214,7 +257,8 @@ func (g *Gateway) unbind(s *session, p peer) {
 	g.mu.Unlock()
 }
 
-// forget removes s from the gateway; its goroutine is ending.
+// forget removes s from the gateway; its goroutine is ending. Events
+// posted to s before this are handed back by the caller (see connect).
 func (g *Gateway) forget(s *session, p peer) {
 	g.mu.Lock()
 	if g.byPeer[p] == s {

@@ -40,11 +40,22 @@ var predefined = []topicmap.PredefinedTopic{{ID: 7, Topic: "sensors/alerts"}, {I
 // forwarding to the broker at url. mod adjusts its config.
 func startGateway(t *testing.T, url string, mod func(*gateway.Config)) *testGateway {
 	t.Helper()
+	return startGatewayWith(t, url, mod, nil)
+}
+
+// startGatewayWith is startGateway with the upstream adapter's options
+// adjusted too.
+func startGatewayWith(t *testing.T, url string, mod func(*gateway.Config), upMod func(*upstream.Options)) *testGateway {
+	t.Helper()
 	log := zerolog.Nop()
 	if testing.Verbose() {
 		log = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.DebugLevel)
 	}
-	up, err := upstream.New(upstream.Options{URL: url, ClientIDPrefix: "", ReceiveMaximum: 4, Log: log})
+	opts := upstream.Options{URL: url, ReceiveMaximum: 4, Log: log}
+	if upMod != nil {
+		upMod(&opts)
+	}
+	up, err := upstream.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,6 +68,7 @@ func startGateway(t *testing.T, url string, mod func(*gateway.Config)) *testGate
 		MaxRetries:      testRetries,
 		UpstreamTimeout: 5 * time.Second,
 		SessionExpiry:   time.Minute,
+		SleepBufferQoS0: true,
 		ReceiveMaximum:  4,
 		Predefined:      pre,
 		QoSMinus1:       true,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -13,8 +14,8 @@ import (
 	"github.com/sensorgate/mqttsn-gateway/topicmap"
 )
 
-// state is where a session stands (MQTT-SN 1.2 §6.14 for the client's
-// view; the prompting and connecting steps are the gateway's own).
+// state is where a session stands: MQTT-SN 1.2 §6.14 (Figure 4) for the
+// client's states, plus the gateway's own steps before CONNACK.
 //
 //	        CONNECT                       WILLTOPIC      WILLMSG
 //	new ──────────────► willTopic ─────────────► willMsg ──────────┐
@@ -22,13 +23,22 @@ import (
 //	 └────────────────────────┴──────────────► connecting ◄─────────┘
 //	                                                │ broker CONNACK
 //	                                                ▼
-//	     CONNECT (any state) ─── restarts ───►   active
-//	                                                │ DISCONNECT, keep-alive
-//	                                                │ expiry, retries exhausted,
-//	                                                │ upstream lost
-//	                                                ▼
-//	                        disconnected (CleanSession=0: kept until
-//	                        SessionExpiry or the next CONNECT)  or  gone
+//	     CONNECT (from new, disconnected,        active ◄────────────────┐
+//	     active: restarts the connection)           │ DISCONNECT(Duration)│ CONNECT
+//	                                                ▼                     │ (resume, A1)
+//	                         ┌──────────────────► asleep ─────────────────┤
+//	      PINGRESP after the │  PINGREQ(ClientId)  │  ▲ DISCONNECT(Duration)│
+//	      flush completes    └──── awake ◄─────────┘  └── again (A10)     │
+//	                                 └────────────────────────────────────┘
+//
+//	active, asleep, awake ── DISCONNECT ──► disconnected (CleanSession=0: kept
+//	                                        until SessionExpiry or the next CONNECT)
+//	active, awake ── keep-alive expiry, retries exhausted ──► lost ┐
+//	asleep ── sleep timer expiry ─────────────────────────► lost ┼► disconnected or gone
+//	any ── upstream connection lost ──────────────────────────────┘
+//
+// "lost" is not a state of its own: it is the path that drops the upstream
+// connection without DISCONNECT, so that the broker publishes the Will.
 type state uint8
 
 const (
@@ -37,11 +47,13 @@ const (
 	stateWillMsg
 	stateConnecting
 	stateActive
+	stateAsleep
+	stateAwake
 	stateDisconnected
 	stateGone
 )
 
-var stateNames = [...]string{"new", "will-topic", "will-msg", "connecting", "active", "disconnected", "gone"}
+var stateNames = [...]string{"new", "will-topic", "will-msg", "connecting", "active", "asleep", "awake", "disconnected", "gone"}
 
 func (s state) String() string { return stateNames[s] }
 
@@ -62,15 +74,15 @@ type session struct {
 	clientID string
 	log      zerolog.Logger
 
-	inbox      chan mqttsn.Message // datagrams from the client, dropped when full
-	control    chan any            // CONNECT routing, upstream results and losses
-	deliveries chan delivery       // messages from the broker
-	opq        *opQueue            // requests for the upstream worker
-	quit       chan struct{}       // closed by stop
-	loopDone   chan struct{}       // closed when run stops reading its channels
-	quitOnce   sync.Once
-	ctx        context.Context // cancelled when the session ends; bounds upstream requests
-	cancel     context.CancelFunc
+	inbox    chan inbound  // datagrams from the client, dropped when full
+	control  chan any      // CONNECT routing, upstream results and losses
+	opq      *opQueue      // requests for the upstream worker
+	quit     chan struct{} // closed by stop
+	loopDone chan struct{} // closed when run stops reading its channels
+	quitOnce sync.Once
+	replaced atomic.Bool     // another client now owns this session's address
+	ctx      context.Context // cancelled when the session ends; bounds upstream requests
+	cancel   context.CancelFunc
 
 	// Owned by run.
 	state        state
@@ -93,11 +105,26 @@ type session struct {
 	nextMsgID    uint16
 	willUpdate   *willUpdate // a WILLTOPICUPD/WILLMSGUPD waiting for its upstream reconnect
 
-	keepAliveAt time.Time // the client is lost if silent until then
-	expireAt    time.Time // a persisted session is discarded then
+	// queue holds broker messages taken from the connection and not yet
+	// sent: the sleep buffer while the client is asleep, a short backlog
+	// otherwise. Bounded by SleepMaxMessages and SleepMaxBytes; beyond, the
+	// messages stay in the connection (and, for QoS 1/2, with the broker).
+	queue      []delivery
+	queueBytes int
+
+	sleepFor    time.Duration // the sleep timer: Duration × SleepTolerance
+	sleepAt     time.Time     // an asleep client is lost if silent until then
+	keepAliveAt time.Time     // an active client is lost if silent until then
+	expireAt    time.Time     // a persisted session is discarded then
 	timer       *time.Timer
 	armedFor    time.Time
 	wbuf        []byte // encoding buffer for replies
+}
+
+// inbound is a datagram from the client with the address it came from.
+type inbound struct {
+	from peer
+	msg  mqttsn.Message
 }
 
 // pendingKey names a client request waiting for the broker, to recognise
@@ -114,6 +141,9 @@ type delivery struct {
 	gen uint64
 }
 
+// size is what a delivery counts against SleepMaxBytes.
+func (d *delivery) size() int { return len(d.Topic) + len(d.Payload) }
+
 // outKind is the kind of gateway-initiated exchange in flight.
 type outKind uint8
 
@@ -124,6 +154,10 @@ const (
 	outPublish
 	outPubRel
 )
+
+func (k outKind) String() string {
+	return [...]string{"WILLTOPICREQ", "WILLMSGREQ", "REGISTER", "PUBLISH", "PUBREL"}[k]
+}
 
 // outbound is a gateway-initiated request awaiting the client's answer,
 // retransmitted every RetryInterval up to MaxRetries times.
@@ -140,40 +174,41 @@ type outbound struct {
 
 // willUpdate is a Will update to apply by reconnecting upstream (A6).
 type willUpdate struct {
-	t mqttsn.Type // WILLTOPICUPD or WILLMSGUPD: which response to send
+	t         mqttsn.Type // WILLTOPICUPD or WILLMSGUPD: which response to send
+	prev      *Will       // the Will before the update, restored if the broker refuses
+	started   bool        // the reconnect has been queued
+	restoring bool        // this reconnect puts prev back after a refusal
 }
 
 func newSession(g *Gateway, clientID string, p peer) *session {
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &session{
-		g:          g,
-		clientID:   clientID,
-		log:        g.log.With().Str("client", clientID).Logger(),
-		inbox:      make(chan mqttsn.Message, inboxSize),
-		control:    make(chan any, controlSize),
-		deliveries: make(chan delivery, g.cfg.ReceiveMaximum+qos0Headroom),
-		opq:        newOpQueue(),
-		quit:       make(chan struct{}),
-		loopDone:   make(chan struct{}),
-		ctx:        ctx,
-		cancel:     cancel,
-		peer:       p,
-		reg:        topicmap.NewRegistry(g.cfg.Predefined, g.cfg.MaxTopics),
+	return &session{
+		g:        g,
+		clientID: clientID,
+		log:      g.log.With().Str("client", clientID).Logger(),
+		inbox:    make(chan inbound, inboxSize),
+		control:  make(chan any, controlSize),
+		opq:      newOpQueue(),
+		quit:     make(chan struct{}),
+		loopDone: make(chan struct{}),
+		ctx:      ctx,
+		cancel:   cancel,
+		peer:     p,
+		reg:      topicmap.NewRegistry(g.cfg.Predefined, g.cfg.MaxTopics),
 	}
-	return s
 }
 
 // post queues a message from the client; a full inbox drops it.
-func (s *session) post(m mqttsn.Message) {
+func (s *session) post(from peer, m mqttsn.Message) {
 	select {
-	case s.inbox <- m:
+	case s.inbox <- inbound{from: from, msg: m}:
 	default:
 		s.g.stats.inboxFull.Add(1)
 	}
 }
 
 // postControl queues an event from the dispatcher without blocking; the
-// client retransmits a CONNECT that is dropped.
+// client retransmits a CONNECT or PINGREQ that is dropped.
 func (s *session) postControl(ev any) {
 	select {
 	case s.control <- ev:
@@ -191,6 +226,13 @@ func (s *session) report(ev any) {
 	}
 }
 
+// replace tells the session that another client took its address. The flag
+// survives a full control channel.
+func (s *session) replace() {
+	s.replaced.Store(true)
+	s.postControl(evReplaced{})
+}
+
 // stop asks the session to end: the client gets DISCONNECT and the upstream
 // connection is closed cleanly.
 func (s *session) stop() { s.quitOnce.Do(func() { close(s.quit) }) }
@@ -201,7 +243,8 @@ type (
 		peer peer
 		msg  *mqttsn.Connect
 	}
-	evReplaced struct{} // another client connected from this session's address
+	evWake     struct{ peer peer } // PINGREQ with this session's ClientId from an address without a session
+	evReplaced struct{}            // another client connected from this session's address
 )
 
 // run is the session's goroutine.
@@ -218,36 +261,60 @@ func (s *session) run() {
 			}
 		}
 		close(s.loopDone)
+		s.g.forget(s, s.peer)
+		s.handBack()
 		s.opq.close()
 		s.cancel()
 		<-workerDone
 		s.timer.Stop()
-		s.g.forget(s, s.peer)
 		s.g.sessions.Done()
 	}()
 	for s.state != stateGone {
 		var dl chan delivery
-		if s.state == stateActive && s.out == nil && s.willUpdate == nil {
-			dl = s.deliveries
+		if s.canTake() {
+			dl = s.handler.ch
 		}
 		select {
-		case m := <-s.inbox:
-			s.onMessage(m)
+		case in := <-s.inbox:
+			s.onMessage(in)
 		case ev := <-s.control:
 			s.onControl(ev)
 		case d := <-dl:
-			s.onDelivery(d)
+			s.take(d)
 		case <-s.timer.C:
 			s.armedFor = time.Time{}
 			s.onTimer(time.Now())
 		case <-s.quit:
 			s.shutdown()
 		}
+		if s.replaced.Swap(false) && s.state != stateDisconnected && s.state != stateGone {
+			s.lose("another client connected from its address")
+		}
+		s.pump()
 		s.rearm()
 	}
 }
 
-// rearm points the timer at the earliest deadline.
+// handBack re-dispatches what was posted to the session after it stopped
+// reading and before it left the gateway's maps: a CONNECT goes to a new
+// session, a wake-up finds none.
+func (s *session) handBack() {
+	for {
+		select {
+		case ev := <-s.control:
+			switch ev := ev.(type) {
+			case evConnect:
+				s.g.connect(ev.peer, ev.msg)
+			case evWake:
+				send(ev.peer, &mqttsn.Disconnect{})
+			}
+		default:
+			return
+		}
+	}
+}
+
+// rearm points the timer at the earliest deadline of the state.
 func (s *session) rearm() {
 	var next time.Time
 	consider := func(t time.Time) {
@@ -258,6 +325,8 @@ func (s *session) rearm() {
 	switch s.state {
 	case stateDisconnected:
 		consider(s.expireAt)
+	case stateAsleep:
+		consider(s.sleepAt) // nothing is sent to a sleeping radio
 	case stateGone:
 	default:
 		consider(s.keepAliveAt)
@@ -284,6 +353,11 @@ func (s *session) onTimer(now time.Time) {
 			s.state = stateGone
 		}
 		return
+	case stateAsleep:
+		if !now.Before(s.sleepAt) {
+			s.lose("sleep timer expired")
+		}
+		return
 	case stateGone:
 		return
 	}
@@ -300,10 +374,6 @@ func (s *session) onTimer(now time.Time) {
 		s.g.stats.retransmissions.Add(1)
 		s.sendOutbound(true)
 	}
-}
-
-func (k outKind) String() string {
-	return [...]string{"WILLTOPICREQ", "WILLMSGREQ", "REGISTER", "PUBLISH", "PUBREL"}[k]
 }
 
 // send encodes m into the session's buffer and writes it to the client.
@@ -340,10 +410,10 @@ func (s *session) onControl(ev any) {
 	switch ev := ev.(type) {
 	case evConnect:
 		s.onConnect(ev)
+	case evWake:
+		s.onWake(ev.peer)
 	case evReplaced:
-		if s.state != stateDisconnected {
-			s.lose("another client connected from its address")
-		}
+		// handled through s.replaced after every event
 	case resConnect:
 		s.onConnectResult(ev)
 	case resPublish:
@@ -360,12 +430,31 @@ func (s *session) onControl(ev any) {
 }
 
 // onMessage handles a datagram from the client.
-func (s *session) onMessage(m mqttsn.Message) {
-	if s.state == stateDisconnected || s.state == stateGone || s.state == stateNew {
+func (s *session) onMessage(in inbound) {
+	m := in.msg
+	if in.from != s.peer {
+		// Sent from the address the session had before a takeover or a
+		// move, and routed before the move: not this connection's.
 		s.unexpected(m)
 		return
 	}
-	if s.keepAlive > 0 {
+	switch s.state {
+	case stateDisconnected, stateGone, stateNew:
+		s.unexpected(m)
+		return
+	case stateAsleep:
+		// An asleep client only wakes, sleeps again or leaves (§6.14).
+		switch m := m.(type) {
+		case *mqttsn.PingReq:
+			s.wakeUp()
+		case *mqttsn.Disconnect:
+			s.onDisconnect(m)
+		default:
+			s.unexpected(m)
+		}
+		return
+	}
+	if s.keepAlive > 0 && s.state != stateAwake {
 		s.keepAliveAt = time.Now().Add(s.keepAlive * 3 / 2)
 	}
 	switch m := m.(type) {
@@ -374,11 +463,13 @@ func (s *session) onMessage(m mqttsn.Message) {
 	case *mqttsn.WillMsg:
 		s.onWillMsg(m)
 	case *mqttsn.PingReq:
-		s.send(&mqttsn.PingResp{})
+		if s.state != stateAwake { // awake: the PINGRESP ends the flush
+			s.send(&mqttsn.PingResp{})
+		}
 	case *mqttsn.Disconnect:
 		s.onDisconnect(m)
 	default:
-		if s.state != stateActive {
+		if s.state != stateActive && s.state != stateAwake {
 			s.unexpected(m)
 			return
 		}
@@ -426,7 +517,8 @@ func (s *session) unexpected(m mqttsn.Message) {
 
 // lose ends a session whose client stopped answering: the upstream
 // connection is dropped without DISCONNECT so the broker publishes the Will
-// (A8).
+// (A8). Nothing the gateway held for the client was acknowledged to the
+// broker, so a CleanSession=0 reconnect gets it again.
 func (s *session) lose(reason string) {
 	s.log.Info().Str("reason", reason).Stringer("peer", s.peer).Msg("client lost")
 	s.g.stats.lost.Add(1)
@@ -448,7 +540,7 @@ func (s *session) onUpstreamLost(err error) {
 
 // endConnection leaves the connected states: a CleanSession=0 session is
 // kept (registrations, subscriptions, Will) until SessionExpiry or the next
-// CONNECT; any other ends.
+// CONNECT; any other ends. Buffered messages are released unacknowledged.
 func (s *session) endConnection() {
 	s.connected = false
 	s.retireConn()
@@ -456,7 +548,8 @@ func (s *session) endConnection() {
 	s.willUpdate = nil
 	s.pendingWill = nil
 	s.upPending = nil
-	s.keepAliveAt = time.Time{}
+	s.dropQueue()
+	s.keepAliveAt, s.sleepAt = time.Time{}, time.Time{}
 	s.g.unbind(s, s.peer)
 	if !s.keepsBrokerSession() || !s.everActive {
 		s.state = stateGone
@@ -486,11 +579,98 @@ func (s *session) retireConn() {
 	}
 }
 
-// openConn queues the opening of a new upstream connection.
+// openConn queues the opening of a new upstream connection, with a fresh
+// channel for its deliveries.
 func (s *session) openConn(p ConnectParams) {
 	s.retireConn()
-	s.handler = &connHandler{s: s, gen: s.connGen, stale: make(chan struct{})}
+	s.handler = &connHandler{
+		s:     s,
+		gen:   s.connGen,
+		ch:    make(chan delivery, s.g.cfg.ReceiveMaximum+qos0Headroom),
+		stale: make(chan struct{}),
+	}
 	s.request(op{kind: opConnect, params: p, handler: s.handler})
+}
+
+// dropQueue releases the queued broker messages unacknowledged: the broker
+// delivers them again if the session resumes.
+func (s *session) dropQueue() {
+	s.g.stats.queued.Add(-int64(len(s.queue)))
+	s.queue, s.queueBytes = nil, 0
+}
+
+// canTake reports whether the session takes broker messages now: while the
+// client is connected and the queue has room.
+func (s *session) canTake() bool {
+	if s.handler == nil {
+		return false
+	}
+	switch s.state {
+	case stateActive, stateAsleep, stateAwake:
+		return len(s.queue) < s.g.cfg.SleepMaxMessages && s.queueBytes < s.g.cfg.SleepMaxBytes
+	}
+	return false
+}
+
+// take queues a broker message. While the client sleeps, QoS 0 is dropped
+// (and counted) unless SleepBufferQoS0.
+func (s *session) take(d delivery) {
+	if d.QoS == 0 {
+		s.handler.qos0.Add(-1)
+		if s.state == stateAsleep && !s.g.cfg.SleepBufferQoS0 {
+			s.dropDelivery(&d, "QoS 0 for a sleeping client")
+			return
+		}
+	}
+	s.queue = append(s.queue, d)
+	s.queueBytes += d.size()
+	s.g.stats.queued.Add(1)
+}
+
+// takeWaiting moves the broker messages waiting in the connection into the
+// queue, as far as it has room, and reports whether it took any.
+func (s *session) takeWaiting() bool {
+	took := false
+	for s.canTake() {
+		select {
+		case d := <-s.handler.ch:
+			s.take(d)
+			took = true
+		default:
+			return took
+		}
+	}
+	return took
+}
+
+// pump sends queued broker messages while the client can receive them,
+// starts a pending Will update once nothing is in flight, and ends a
+// wake-up's flush with PINGRESP when everything has been delivered.
+func (s *session) pump() {
+	for {
+		for s.out == nil && s.willUpdate == nil && (s.state == stateActive || s.state == stateAwake) && len(s.queue) > 0 {
+			d := s.queue[0]
+			s.queue[0] = delivery{}
+			s.queue = s.queue[1:]
+			s.queueBytes -= d.size()
+			s.g.stats.queued.Add(-1)
+			if len(s.queue) == 0 {
+				s.queue = nil
+			}
+			s.onDelivery(d)
+		}
+		if s.out == nil && s.willUpdate != nil && !s.willUpdate.started && s.state == stateActive {
+			s.startWillUpdate()
+		}
+		if s.state != stateAwake || s.out != nil || len(s.queue) > 0 {
+			return
+		}
+		// Messages that arrived during the flush join it (§6.14).
+		if !s.takeWaiting() {
+			s.finishFlush()
+			return
+		}
+	}
 }
 
 // nextID returns the next gateway MsgId, never 0 (A5).

@@ -7,13 +7,25 @@ import (
 )
 
 // onConnect handles a CONNECT routed to this session: a new connection, a
-// reconnection from the same address, a takeover from another address, or
-// the resumption of a persisted session. Whatever the session was doing is
-// abandoned; the connection starts over with the CONNECT's flags (§6.3).
+// reconnection from the same address, a takeover from another address, the
+// resumption of a persisted session, or a sleeping client's resumption (A1).
+// Except for the last, whatever the session was doing is abandoned and the
+// connection starts over with the CONNECT's flags (§6.3).
 func (s *session) onConnect(ev evConnect) {
 	m := ev.msg
 	if s.state == stateConnecting && ev.peer == s.peer && !m.Will && m.CleanSession == s.cleanSession {
 		// A retransmitted CONNECT while the broker has not answered yet.
+		return
+	}
+	if s.state == stateAsleep || s.state == stateAwake {
+		if ev.peer != s.peer {
+			if !s.g.cfg.AllowAddressChange {
+				s.refuseMove(ev.peer, "CONNECT")
+				return
+			}
+			s.move(ev.peer)
+		}
+		s.resume(m)
 		return
 	}
 	if ev.peer != s.peer {
@@ -38,6 +50,7 @@ func (s *session) onConnect(ev evConnect) {
 	s.willUpdate = nil
 	s.pendingWill = nil
 	s.upPending = nil
+	s.dropQueue() // the old connection's; the broker sends them again
 	s.expireAt = time.Time{}
 
 	s.cleanSession = m.CleanSession
@@ -154,11 +167,19 @@ func (s *session) onConnectResult(r resConnect) {
 	s.send(&mqttsn.ConnAck{ReturnCode: mqttsn.Accepted})
 }
 
-// onDisconnect handles the client's DISCONNECT: it is answered with
+// onDisconnect handles the client's DISCONNECT. With a sleep Duration from
+// an active, asleep or awake client it puts the client to sleep (§6.14;
+// Duration 0 is a plain DISCONNECT, A10). Otherwise it is answered with
 // DISCONNECT and the upstream connection is closed cleanly, so the broker
-// discards the Will. A DISCONNECT with a sleep Duration is treated the same
-// way until sleeping clients are supported.
+// discards the Will.
 func (s *session) onDisconnect(m *mqttsn.Disconnect) {
+	if d, ok := m.SleepDuration(); ok {
+		switch s.state {
+		case stateActive, stateAsleep, stateAwake:
+			s.goToSleep(d)
+			return
+		}
+	}
 	s.log.Info().Msg("client disconnected")
 	s.g.stats.disconnects.Add(1)
 	s.send(&mqttsn.Disconnect{})
@@ -173,6 +194,7 @@ func (s *session) onDisconnect(m *mqttsn.Disconnect) {
 // upstream with the new Will, resuming the broker session (A6), and answers
 // once the broker accepted it.
 func (s *session) onWillTopicUpd(m *mqttsn.WillTopicUpd) {
+	prev := s.will
 	if m.Topic == "" {
 		s.will = nil
 	} else {
@@ -182,7 +204,7 @@ func (s *session) onWillTopicUpd(m *mqttsn.WillTopicUpd) {
 		}
 		s.will = w
 	}
-	s.updateWill(mqttsn.TypeWillTopicUpd)
+	s.updateWill(mqttsn.TypeWillTopicUpd, prev)
 }
 
 // onWillMsgUpd replaces the Will message; without a Will topic there is no
@@ -192,30 +214,49 @@ func (s *session) onWillMsgUpd(m *mqttsn.WillMsgUpd) {
 		s.send(&mqttsn.WillMsgResp{ReturnCode: mqttsn.RejectedNotSupported})
 		return
 	}
+	prev := s.will
 	w := *s.will
 	w.Message = m.Message
 	s.will = &w
-	s.updateWill(mqttsn.TypeWillMsgUpd)
+	s.updateWill(mqttsn.TypeWillMsgUpd, prev)
 }
 
-// updateWill reconnects upstream with the current Will, keeping the broker
-// session. Downlink delivery pauses meanwhile; messages the broker had
-// delivered but not had acknowledged are delivered again after the resume.
-func (s *session) updateWill(t mqttsn.Type) {
-	// A reconnect already under way is superseded: its result is stale.
-	s.willUpdate = &willUpdate{t: t}
-	s.out = nil
+// updateWill schedules a reconnect upstream with the current Will, keeping
+// the broker session. It starts once no gateway-initiated exchange is in
+// flight (pump), so that no delivery is cut in half, and downlink delivery
+// pauses until it is done. A later update supersedes one not yet answered.
+func (s *session) updateWill(t mqttsn.Type, prev *Will) {
+	if u := s.willUpdate; u != nil && !u.restoring {
+		prev = u.prev // the Will the broker last accepted
+	}
+	s.willUpdate = &willUpdate{t: t, prev: prev}
+}
+
+// startWillUpdate opens the new upstream connection for a Will update.
+func (s *session) startWillUpdate() {
+	s.willUpdate.started = true
 	p := s.connectParams()
 	p.CleanStart = false
 	s.openConn(p)
 }
 
+// onWillUpdateResult answers the Will update. When the broker refused the
+// new Will, the client gets the refusal and the session goes on with the
+// previous Will (A6: never end the session for it); only if that cannot be
+// restored either is the upstream connection lost.
 func (s *session) onWillUpdateResult(r resConnect) {
 	u := s.willUpdate
 	s.willUpdate = nil
+	if u.restoring {
+		if r.err != nil {
+			s.onUpstreamLost(r.err)
+		}
+		return
+	}
 	rc := mqttsn.Accepted
 	if r.err != nil {
 		rc = returnCodeOf(r.err)
+		s.log.Info().Err(r.err).Msg("broker refused the updated Will; keeping the previous one")
 	}
 	if u.t == mqttsn.TypeWillTopicUpd {
 		s.send(&mqttsn.WillTopicResp{ReturnCode: rc})
@@ -223,6 +264,10 @@ func (s *session) onWillUpdateResult(r resConnect) {
 		s.send(&mqttsn.WillMsgResp{ReturnCode: rc})
 	}
 	if r.err != nil {
-		s.onUpstreamLost(r.err)
+		s.will = u.prev
+		s.willUpdate = &willUpdate{restoring: true, started: true}
+		p := s.connectParams()
+		p.CleanStart = false
+		s.openConn(p)
 	}
 }

@@ -159,6 +159,13 @@ func (s *session) onPubRec(m *mqttsn.PubRec) {
 	o := s.out
 	switch {
 	case o != nil && o.kind == outPublish && o.d.QoS == 2 && o.msgID == m.MsgID:
+		// The client owns the message now: acknowledge the broker, so
+		// that an exchange cut short later (a takeover, a Will update)
+		// cannot make the broker deliver it a second time.
+		if o.d.Ack != nil {
+			o.d.Ack()
+			o.d.Ack = nil
+		}
 		o.kind = outPubRel
 		o.retries = 0
 		s.sendOutbound(false)

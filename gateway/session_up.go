@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/sensorgate/mqttsn-gateway/mqttsn"
 	"github.com/sensorgate/mqttsn-gateway/topicmap"
@@ -70,7 +71,9 @@ func (s *session) onPublish(m *mqttsn.Publish) {
 		topicID: m.TopicID,
 	}
 	if !s.request(o) {
-		if m.QoS != mqttsn.QoS0 {
+		if m.QoS == mqttsn.QoS0 {
+			s.g.stats.uplinkDropped.Add(1)
+		} else {
 			s.send(&mqttsn.PubAck{TopicID: m.TopicID, MsgID: m.MsgID, ReturnCode: mqttsn.RejectedCongestion})
 		}
 		return
@@ -88,10 +91,22 @@ func (s *session) onPublish(m *mqttsn.Publish) {
 
 func (s *session) onPublishResult(r resPublish) {
 	s.outstanding--
+	m := &r.op.msg
 	if r.op.epoch != s.epoch {
+		// The client reconnected meanwhile: no answer to a former
+		// connection, but the QoS 2 record follows the broker's answer,
+		// so that the client's retransmission and PUBREL are answered.
+		if m.QoS == 2 {
+			if _, ok := s.qos2In[r.op.msgID]; ok {
+				if r.err == nil {
+					s.qos2In[r.op.msgID] = true
+				} else {
+					delete(s.qos2In, r.op.msgID)
+				}
+			}
+		}
 		return
 	}
-	m := &r.op.msg
 	if r.err == nil {
 		s.g.stats.publishUp.Add(1)
 	} else {
@@ -130,6 +145,9 @@ func (s *session) onSubscribe(m *mqttsn.Subscribe) {
 		return
 	}
 	filter, topicID, rc := s.resolveFilter(m.TopicIDType, m.TopicName, m.TopicID, true)
+	if _, known := s.subs[filter]; rc == mqttsn.Accepted && !known && len(s.subs) >= s.g.cfg.MaxTopics {
+		rc = mqttsn.RejectedCongestion // subscriptions are bounded like topic ids
+	}
 	if rc != mqttsn.Accepted {
 		s.send(&mqttsn.SubAck{MsgID: m.MsgID, ReturnCode: rc})
 		return
@@ -207,7 +225,11 @@ func (s *session) resolveFilter(typ mqttsn.TopicIDType, name string, id uint16, 
 		}
 		return topic, id, mqttsn.Accepted
 	case mqttsn.TopicIDShort:
-		return mqttsn.ShortTopic(id), 0, mqttsn.Accepted
+		name := mqttsn.ShortTopic(id)
+		if _, ok := topicmap.ShortID(name); !ok {
+			return "", 0, mqttsn.RejectedInvalidTopicID // "+", "#" or NUL: not a topic
+		}
+		return name, 0, mqttsn.Accepted
 	}
 	if !validFilter(name) {
 		return "", 0, mqttsn.RejectedNotSupported
@@ -231,7 +253,7 @@ func (s *session) resolveFilter(typ mqttsn.TopicIDType, name string, id uint16, 
 // validFilter checks an MQTT topic filter: non-empty, "#" only as the last
 // level, "+" and "#" only as whole levels.
 func validFilter(f string) bool {
-	if f == "" || strings.ContainsRune(f, 0) {
+	if f == "" || strings.ContainsRune(f, 0) || !utf8.ValidString(f) {
 		return false
 	}
 	levels := strings.Split(f, "/")

@@ -19,11 +19,18 @@ type Stats struct {
 	UpstreamLost     uint64 // sessions ended because the broker connection dropped
 	Expired          uint64 // persisted sessions discarded after SessionExpiry
 	Sessions         int64  // sessions in memory now
+	Queued           int64  // broker messages queued in sessions now (mostly sleep buffers)
 	PublishUp        uint64 // PUBLISH forwarded to the broker
 	PublishDown      uint64 // PUBLISH sent to clients
 	Retransmissions  uint64 // gateway-initiated requests sent again
 	UnknownTopicID   uint64 // PUBLISH with an unknown topic id (A4)
 	DownlinkDropped  uint64 // broker messages dropped: QoS 0 overflow, rejected topics, exhausted ids
+	UplinkDropped    uint64 // client QoS 0 PUBLISH dropped because the upstream queue was full
+	Sleeps           uint64 // sleep DISCONNECTs accepted
+	WakeUps          uint64 // wake-ups by PINGREQ
+	Resumes          uint64 // sleeping clients resumed by CONNECT (A1)
+	Moves            uint64 // sleeping clients moved to a new address (A9)
+	MovesRefused     uint64 // wake-ups and CONNECTs from a new address refused (A9)
 	QoSMinus1        uint64 // QoS −1 PUBLISH forwarded
 	QoSMinus1Dropped uint64 // QoS −1 PUBLISH dropped (unknown topic, queue full, disabled)
 }
@@ -33,9 +40,11 @@ type counters struct {
 	datagrams, malformed, noSession, inboxFull, unexpected  atomic.Uint64
 	connects, connectsRefused, takeovers, disconnects, lost atomic.Uint64
 	upstreamLost, expired                                   atomic.Uint64
-	sessions                                                atomic.Int64
+	sessions, queued                                        atomic.Int64
 	publishUp, publishDown, retransmissions, unknownTopicID atomic.Uint64
 	downlinkDropped, qosMinus1, qosMinus1Dropped            atomic.Uint64
+	uplinkDropped, sleeps, wakeUps, resumes, moves          atomic.Uint64
+	movesRefused                                            atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -53,11 +62,18 @@ func (c *counters) snapshot() Stats {
 		UpstreamLost:     c.upstreamLost.Load(),
 		Expired:          c.expired.Load(),
 		Sessions:         c.sessions.Load(),
+		Queued:           c.queued.Load(),
 		PublishUp:        c.publishUp.Load(),
 		PublishDown:      c.publishDown.Load(),
 		Retransmissions:  c.retransmissions.Load(),
 		UnknownTopicID:   c.unknownTopicID.Load(),
 		DownlinkDropped:  c.downlinkDropped.Load(),
+		UplinkDropped:    c.uplinkDropped.Load(),
+		Sleeps:           c.sleeps.Load(),
+		WakeUps:          c.wakeUps.Load(),
+		Resumes:          c.resumes.Load(),
+		Moves:            c.moves.Load(),
+		MovesRefused:     c.movesRefused.Load(),
 		QoSMinus1:        c.qosMinus1.Load(),
 		QoSMinus1Dropped: c.qosMinus1Dropped.Load(),
 	}

@@ -19,8 +19,8 @@ import (
 type Upstream interface {
 	// Connect opens a connection for one client and returns once the broker
 	// accepted it. It blocks; the gateway calls it off the session's loop.
-	// h receives the connection's messages and its loss; its methods must
-	// not be called before Connect returns.
+	// h receives the connection's messages and its loss; messages may come
+	// before Connect returns, a loss is reported only after.
 	Connect(ctx context.Context, p ConnectParams, h ConnHandler) (Conn, error)
 }
 

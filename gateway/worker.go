@@ -2,7 +2,11 @@ package gateway
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
 	"sync"
+	"sync/atomic"
 )
 
 // opKind is the kind of an upstream request.
@@ -132,12 +136,40 @@ func (s *session) worker(done chan<- struct{}) {
 		}
 		buf = items
 		for i := range items {
-			conn = s.exec(conn, items[i])
+			conn = s.safeExec(conn, items[i])
 		}
 	}
 	if conn != nil {
 		conn.Disconnect(false)
 	}
+}
+
+// safeExec is exec with a panic turned into a failed request, so that the
+// session never waits for a result that will not come.
+func (s *session) safeExec(conn Conn, o op) (next Conn) {
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		s.log.Error().Str("panic", fmt.Sprint(r)).Bytes("stack", debug.Stack()).Msg("upstream request crashed")
+		err := errors.New("upstream request crashed")
+		switch o.kind {
+		case opConnect:
+			s.report(resConnect{epoch: o.epoch, gen: o.handler.gen, err: err})
+		case opPublish:
+			s.report(resPublish{op: o, err: err})
+		case opSubscribe:
+			s.report(resSubscribe{op: o, err: err})
+		case opUnsubscribe:
+			s.report(resUnsubscribe{op: o, err: err})
+		}
+		if conn != nil {
+			conn.Drop()
+		}
+		next = nil
+	}()
+	return s.exec(conn, o)
 }
 
 // exec runs one request on conn and returns the connection to use next.
@@ -199,7 +231,9 @@ func (s *session) exec(conn Conn, o op) Conn {
 type connHandler struct {
 	s     *session
 	gen   uint64
+	ch    chan delivery // Receive Maximum + qos0Headroom: QoS 1/2 never wait on QoS 0
 	stale chan struct{}
+	qos0  atomic.Int32 // QoS 0 messages in ch
 }
 
 // Deliver queues a broker message for the session. QoS 1 and 2 wait for
@@ -209,15 +243,21 @@ type connHandler struct {
 func (h *connHandler) Deliver(m *Delivery) {
 	d := delivery{Delivery: m, gen: h.gen}
 	if m.QoS == 0 {
+		if h.qos0.Add(1) > qos0Headroom {
+			h.qos0.Add(-1)
+			h.s.g.stats.downlinkDropped.Add(1)
+			return
+		}
 		select {
-		case h.s.deliveries <- d:
+		case h.ch <- d:
 		default:
+			h.qos0.Add(-1)
 			h.s.g.stats.downlinkDropped.Add(1)
 		}
 		return
 	}
 	select {
-	case h.s.deliveries <- d:
+	case h.ch <- d:
 	case <-h.stale:
 	case <-h.s.loopDone:
 	}

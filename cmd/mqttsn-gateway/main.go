@@ -228,11 +228,17 @@ func run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// Stop in this order: the gateway first, while the listeners can still
+	// carry its DISCONNECTs to the sensors, then the listeners.
+	var listeners []*transport.UDPListener
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout-time.Second)
 		defer cancel()
 		if err := gw.Close(ctx); err != nil {
 			log.Error().Err(err).Msg("stopping the gateway")
+		}
+		for _, l := range listeners {
+			_ = l.Close()
 		}
 	}()
 
@@ -242,7 +248,7 @@ func run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 		if err != nil {
 			return err
 		}
-		defer l.Close()
+		listeners = append(listeners, l)
 		log.Info().Stringer("addr", l.LocalAddr()).Msg("MQTT-SN listening on UDP")
 		go func() {
 			if err := l.Serve(gw.HandleDatagram); err != nil {
@@ -282,6 +288,11 @@ func gatewayConfig(cfg config.Config) (gateway.Config, error) {
 		ReceiveMaximum:     cfg.Upstream.ReceiveMaximum,
 		MaxDatagram:        cfg.UDP.MaxDatagram,
 		Predefined:         predefined,
+		SleepTolerance:     cfg.Sleep.Tolerance,
+		SleepMaxMessages:   cfg.Sleep.MaxMessages,
+		SleepMaxBytes:      cfg.Sleep.MaxBytes,
+		SleepBufferQoS0:    cfg.Sleep.BufferQoS0,
+		AllowAddressChange: cfg.Sleep.AllowAddressChange,
 		QoSMinus1:          cfg.QoSMinus1.Enabled,
 		QoSMinus1Senders:   cfg.QoSMinus1.AllowedSenders,
 	}, nil

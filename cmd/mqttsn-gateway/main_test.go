@@ -158,19 +158,23 @@ func testSIGINT(t *testing.T, bin, path string) {
 		}
 	}
 
-	// Wait for the embedded broker and check that it accepts connections.
+	// Wait for the embedded broker and the UDP listener; check that the
+	// broker accepts connections.
 	startDeadline := time.After(10 * time.Second)
-	var addr string
-	for addr == "" {
+	var addr, udpAddr string
+	for addr == "" || udpAddr == "" {
 		rec, ok := next(startDeadline)
 		if !ok {
-			t.Fatal("the gateway exited before its embedded broker listened")
+			t.Fatal("the gateway exited before its embedded broker and UDP listener were up")
 		}
-		if rec["message"] == "embedded MQTT broker listening" {
+		switch rec["message"] {
+		case "embedded MQTT broker listening":
 			addr, _ = rec["addr"].(string)
 			if rec["level"] != "info" || addr == "" {
 				t.Fatalf("broker record %v, want level info and an addr", rec)
 			}
+		case "MQTT-SN listening on UDP":
+			udpAddr, _ = rec["addr"].(string)
 		}
 	}
 	if host, port, err := net.SplitHostPort(addr); err != nil || host != "127.0.0.1" || port == "0" {
@@ -182,7 +186,23 @@ func testSIGINT(t *testing.T, bin, path string) {
 	}
 	c.Close()
 
-	// Interrupt, and expect "stopped" and exit status 0 within 5 s.
+	// A sensor connects over UDP: CONNECT "c1", keep-alive 60 s.
+	sensor, err := net.Dial("udp", udpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sensor.Close()
+	reply := make([]byte, 16)
+	if _, err := sensor.Write([]byte{0x08, 0x04, 0x04, 0x01, 0x00, 0x3c, 'c', '1'}); err != nil {
+		t.Fatal(err)
+	}
+	_ = sensor.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := sensor.Read(reply); err != nil || !bytes.Equal(reply[:n], []byte{0x03, 0x05, 0x00}) {
+		t.Fatalf("CONNACK: % x, %v", reply[:n], err)
+	}
+
+	// Interrupt, and expect "stopped" and exit status 0 within 5 s; the
+	// sensor is told with DISCONNECT before the listener closes.
 	start := time.Now()
 	if err := cmd.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
@@ -210,6 +230,9 @@ func testSIGINT(t *testing.T, bin, path string) {
 	}
 	if !stopped {
 		t.Error("the gateway did not log \"stopped\"")
+	}
+	if n, err := sensor.Read(reply); err != nil || !bytes.Equal(reply[:n], []byte{0x02, 0x18}) {
+		t.Errorf("on shutdown the sensor got % x, %v; want DISCONNECT", reply[:n], err)
 	}
 	if stdout.Len() > 0 {
 		t.Errorf("the gateway wrote to stdout: %q", stdout.String())

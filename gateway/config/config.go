@@ -35,6 +35,7 @@ type Config struct {
 	Session          SessionConfig
 	PredefinedTopics []PredefinedTopic // nil when the file has none
 	QoSMinus1        QoSMinus1Config
+	Sleep            SleepConfig
 	Log              LogConfig
 }
 
@@ -126,6 +127,34 @@ type QoSMinus1Config struct {
 	AllowedSenders []netip.Prefix
 }
 
+// SleepConfig is the [sleep] table: sleeping sensors (MQTT-SN 1.2 §6.14).
+// A sensor that sends DISCONNECT with a Duration is asleep; the gateway
+// buffers the messages for it until it wakes up with PINGREQ.
+type SleepConfig struct {
+	// Tolerance multiplies the sensor's sleep Duration to give the sleep
+	// timer; a sensor silent for longer is lost and its Will is published.
+	// Finite, 1.0..10.0.
+	Tolerance float64
+	// MaxMessages and MaxBytes bound the buffer of each sleeping sensor, in
+	// messages (1..100,000) and in bytes of topic name plus payload
+	// (1024..67,108,864). When either is reached, QoS 1 and 2 messages stay
+	// with the broker (they are acknowledged to it only once the sensor has
+	// acknowledged them, and come on a later wake-up); QoS 0 messages are
+	// dropped and counted.
+	MaxMessages int
+	MaxBytes    int
+	// BufferQoS0 buffers QoS 0 messages for sleeping sensors too; when false
+	// they are dropped and counted.
+	BufferQoS0 bool
+	// AllowAddressChange lets a sleeping sensor that wakes up (PINGREQ with
+	// its ClientID, or CONNECT) from another source address resume its
+	// session there. When false, the new address gets DISCONNECT and the
+	// session stays where it was: plain UDP cannot authenticate a sender, so
+	// anyone knowing the ClientID could otherwise take the session and its
+	// buffered messages.
+	AllowAddressChange bool
+}
+
 // PredefinedTopic is one [[predefined_topics]] entry: a topic ID known to
 // sensors and gateway in advance (MQTT-SN 1.2 §3.2.1, TopicIdType 0b01).
 type PredefinedTopic struct {
@@ -168,7 +197,14 @@ func Default() Config {
 			AllowZeroKeepAlive: false,
 		},
 		QoSMinus1: QoSMinus1Config{Enabled: true},
-		Log:       LogConfig{Level: zerolog.InfoLevel, Format: FormatConsole},
+		Sleep: SleepConfig{
+			Tolerance:          1.5,
+			MaxMessages:        100,
+			MaxBytes:           64 << 10,
+			BufferQoS0:         true,
+			AllowAddressChange: false,
+		},
+		Log: LogConfig{Level: zerolog.InfoLevel, Format: FormatConsole},
 	}
 }
 

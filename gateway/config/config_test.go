@@ -49,6 +49,7 @@ func TestShippedFileHasEveryKey(t *testing.T) {
 		"embedded_broker": rawEmbeddedBroker{},
 		"session":         rawSession{},
 		"qos_minus1":      rawQoSMinus1{},
+		"sleep":           rawSleep{},
 		"log":             rawLog{},
 	}
 	for _, table := range tomlTags(t, document{}) {
@@ -248,6 +249,29 @@ topic = "ünïcode/$x"`,
 			`predefined_topics = [{id = 7, topic = "a"}]`,
 			func(c *Config) { c.PredefinedTopics = []PredefinedTopic{{7, "a"}} },
 		},
+		// [sleep]
+		{
+			"sleep lower bounds",
+			`[sleep]
+tolerance = 1.0
+max_messages = 1
+max_bytes = 1024
+buffer_qos0 = false
+allow_address_change = true`,
+			func(c *Config) {
+				c.Sleep = SleepConfig{Tolerance: 1, MaxMessages: 1, MaxBytes: 1024, BufferQoS0: false, AllowAddressChange: true}
+			},
+		},
+		{
+			"sleep upper bounds",
+			"[sleep]\ntolerance = 10.0\nmax_messages = 100_000\nmax_bytes = 67_108_864",
+			func(c *Config) { c.Sleep.Tolerance, c.Sleep.MaxMessages, c.Sleep.MaxBytes = 10, 100000, 64<<20 },
+		},
+		{"sleep tolerance integer 1", `sleep.tolerance = 1`, func(c *Config) { c.Sleep.Tolerance = 1 }},
+		{"sleep tolerance integer 10", `sleep.tolerance = 10`, func(c *Config) { c.Sleep.Tolerance = 10 }},
+		{"sleep tolerance exponent", `sleep.tolerance = 25e-1`, func(c *Config) { c.Sleep.Tolerance = 2.5 }},
+		{"sleep tolerance 1.25", "[sleep]\ntolerance = 1.25", func(c *Config) { c.Sleep.Tolerance = 1.25 }},
+		{"sleep empty table", "[sleep]", func(c *Config) {}},
 		{
 			"log",
 			"[log]\nlevel = \"debug\"\nformat = \"json\"",
@@ -537,6 +561,62 @@ func TestParseErrors(t *testing.T) {
 			[]problem{{"predefined_topics[1]", "must be a table"}},
 		},
 
+		// [sleep]
+		{"sleep not a table", "sleep = 1.5", []problem{{"sleep", "must be a table ([sleep]), not the float 1.5"}}},
+		{"sleep unknown key", "[sleep]\nmax_message = 10", []problem{{"sleep.max_message", "unknown key"}}},
+		{"sleep upper-case key", "[sleep]\nBuffer_QoS0 = true", []problem{{"sleep.Buffer_QoS0", "unknown key (keys are lower case)"}}},
+		{"tolerance below 1", "[sleep]\ntolerance = 0.99", []problem{{"sleep.tolerance", "0.99 is out of range 1.0..10.0"}}},
+		{"tolerance above 10", "[sleep]\ntolerance = 10.5", []problem{{"sleep.tolerance", "10.5 is out of range 1.0..10.0"}}},
+		{"tolerance 0", "[sleep]\ntolerance = 0.0", []problem{{"sleep.tolerance", "0.0 is out of range 1.0..10.0"}}},
+		{"tolerance negative", "[sleep]\ntolerance = -1.5", []problem{{"sleep.tolerance", "-1.5 is out of range 1.0..10.0"}}},
+		{"tolerance integer 0", "[sleep]\ntolerance = 0", []problem{{"sleep.tolerance", "0 is out of range 1.0..10.0"}}},
+		{"tolerance integer 11", "[sleep]\ntolerance = 11", []problem{{"sleep.tolerance", "11 is out of range 1.0..10.0"}}},
+		{
+			"tolerance huge integer shown as written",
+			"[sleep]\ntolerance = 9223372036854775807",
+			[]problem{{"sleep.tolerance", "9223372036854775807 is out of range 1.0..10.0"}},
+		},
+		{"tolerance huge float", "[sleep]\ntolerance = 1e300", []problem{{"sleep.tolerance", "1e+300 is out of range 1.0..10.0"}}},
+		{"tolerance nan", "[sleep]\ntolerance = nan", []problem{{"sleep.tolerance", "nan is not a finite number (use 1.0..10.0)"}}},
+		{"tolerance -nan", "[sleep]\ntolerance = -nan", []problem{{"sleep.tolerance", "nan is not a finite number (use 1.0..10.0)"}}},
+		{"tolerance inf", "[sleep]\ntolerance = inf", []problem{{"sleep.tolerance", "inf is not a finite number (use 1.0..10.0)"}}},
+		{"tolerance +inf", "[sleep]\ntolerance = +inf", []problem{{"sleep.tolerance", "inf is not a finite number (use 1.0..10.0)"}}},
+		{"tolerance -inf", "[sleep]\ntolerance = -inf", []problem{{"sleep.tolerance", "-inf is not a finite number (use 1.0..10.0)"}}},
+		{"tolerance string", "[sleep]\ntolerance = \"1.5\"", []problem{{"sleep.tolerance", `must be a number such as 1.5, not the string "1.5"`}}},
+		{"tolerance boolean", "[sleep]\ntolerance = true", []problem{{"sleep.tolerance", "must be a number such as 1.5, not the boolean true"}}},
+		{"tolerance array", "[sleep]\ntolerance = [1.5]", []problem{{"sleep.tolerance", "must be a number such as 1.5, not an array"}}},
+		{"max messages 0", "[sleep]\nmax_messages = 0", []problem{{"sleep.max_messages", "0 is out of range 1..100000"}}},
+		{"max messages too many", "[sleep]\nmax_messages = 100001", []problem{{"sleep.max_messages", "100001 is out of range 1..100000"}}},
+		{"max messages float", "[sleep]\nmax_messages = 100.0", []problem{{"sleep.max_messages", "must be an integer, not the float 100"}}},
+		{"max messages string", "[sleep]\nmax_messages = \"100\"", []problem{{"sleep.max_messages", `must be an integer, not the string "100"`}}},
+		{"max bytes too small", "[sleep]\nmax_bytes = 1023", []problem{{"sleep.max_bytes", "1023 is out of range 1024..67108864"}}},
+		{"max bytes too big", "[sleep]\nmax_bytes = 67108865", []problem{{"sleep.max_bytes", "67108865 is out of range 1024..67108864"}}},
+		{"max bytes negative", "[sleep]\nmax_bytes = -1", []problem{{"sleep.max_bytes", "-1 is out of range 1024..67108864"}}},
+		{"max bytes string", "[sleep]\nmax_bytes = \"64KiB\"", []problem{{"sleep.max_bytes", `must be an integer, not the string "64KiB"`}}},
+		{"buffer qos0 string", "[sleep]\nbuffer_qos0 = \"true\"", []problem{{"sleep.buffer_qos0", `must be a boolean (true or false), not the string "true"`}}},
+		{"buffer qos0 integer", "[sleep]\nbuffer_qos0 = 0", []problem{{"sleep.buffer_qos0", "must be a boolean (true or false), not the integer 0"}}},
+		{
+			"allow address change string",
+			"[sleep]\nallow_address_change = \"no\"",
+			[]problem{{"sleep.allow_address_change", `must be a boolean (true or false), not the string "no"`}},
+		},
+		{
+			"allow address change integer",
+			"[sleep]\nallow_address_change = 1",
+			[]problem{{"sleep.allow_address_change", "must be a boolean (true or false), not the integer 1"}},
+		},
+		{
+			"sleep problems together, in key order",
+			"[sleep]\nallow_address_change = 1\nbuffer_qos0 = 1\nmax_bytes = 0\nmax_messages = 0\ntolerance = nan",
+			[]problem{
+				{"sleep.tolerance", "nan is not a finite number"},
+				{"sleep.max_messages", "0 is out of range 1..100000"},
+				{"sleep.max_bytes", "0 is out of range 1024..67108864"},
+				{"sleep.buffer_qos0", "must be a boolean"},
+				{"sleep.allow_address_change", "must be a boolean"},
+			},
+		},
+
 		// [log]
 		{"log level", "[log]\nlevel = \"verbose\"", []problem{{"log.level", `"verbose" is not a log level (use debug, info, warn or error)`}}},
 		{"log level trace", "[log]\nlevel = \"trace\"", []problem{{"log.level", `"trace" is not a log level`}}},
@@ -558,6 +638,9 @@ max_topics = 0
 [qos_minus1]
 enabled = "no"
 allowed_senders = ["10.0.0.0/8", "10.0.0.0/8"]
+[sleep]
+tolerance = "1.5"
+max_bytes = 512
 [log]
 format = "xml"
 `,
@@ -570,6 +653,8 @@ format = "xml"
 				{"session.max_topics", "0 is out of range 1..65534"},
 				{"qos_minus1.enabled", `must be a boolean (true or false), not the string "no"`},
 				{"qos_minus1.allowed_senders[1]", `is already listed as qos_minus1.allowed_senders[0]`},
+				{"sleep.tolerance", `must be a number such as 1.5, not the string "1.5"`},
+				{"sleep.max_bytes", "512 is out of range 1024..67108864"},
 				{"log.format", `"xml" is not a log format`},
 			},
 		},
@@ -758,6 +843,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("[gateway]\nid = 300\nfoo = 1\n[[predefined_topics]]\nid = 0\n"))
 	f.Add([]byte("gateway = 5\npredefined_topics = [1, {id = 2}]\n"))
 	f.Add([]byte("[udp]\nlisten = [\"\", \"[::1]:1\", 3]\n"))
+	f.Add([]byte("[sleep]\ntolerance = nan\nmax_messages = 1.5\nmax_bytes = \"x\"\nbuffer_qos0 = 1\n"))
 	f.Add([]byte("[qos_minus1]\nenabled = 1\nallowed_senders = [\"::1\", \"10.0.0.1/8\", \"x/\", 4]\n[upstream]\nkeep_alive = \"1.5s\"\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_, err := Parse("fuzz.toml", data)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
@@ -25,6 +26,8 @@ import (
 //     type; the type of every key is checked afterwards, by key name.
 //   - Integers are checked as int64 before they are narrowed, so that
 //     gateway.id = 300 is an error and never 44.
+//   - A float key also takes a TOML integer (sleep.tolerance = 2 is 2.0);
+//     nan and inf are refused, as a range check alone would let nan through.
 //   - upstream.ca_file is looked up on disk while loading, so that a missing
 //     file is a configuration error rather than a failure at the first TLS
 //     connection.
@@ -43,6 +46,7 @@ type document struct {
 	Session          toml.Primitive `toml:"session"`
 	PredefinedTopics toml.Primitive `toml:"predefined_topics"`
 	QoSMinus1        toml.Primitive `toml:"qos_minus1"`
+	Sleep            toml.Primitive `toml:"sleep"`
 	Log              toml.Primitive `toml:"log"`
 }
 
@@ -103,6 +107,14 @@ type rawQoSMinus1 struct {
 	AllowedSenders value `toml:"allowed_senders"`
 }
 
+type rawSleep struct {
+	Tolerance          value `toml:"tolerance"`
+	MaxMessages        value `toml:"max_messages"`
+	MaxBytes           value `toml:"max_bytes"`
+	BufferQoS0         value `toml:"buffer_qos0"`
+	AllowAddressChange value `toml:"allow_address_change"`
+}
+
 type rawLog struct {
 	Level  value `toml:"level"`
 	Format value `toml:"format"`
@@ -146,6 +158,7 @@ func parse(name string, data []byte) (Config, error) {
 		eb  rawEmbeddedBroker
 		ses rawSession
 		qm1 rawQoSMinus1
+		slp rawSleep
 		lg  rawLog
 	)
 	d.table("gateway", doc.Gateway, &gw)
@@ -155,6 +168,7 @@ func parse(name string, data []byte) (Config, error) {
 	d.table("session", doc.Session, &ses)
 	topics := d.topicTables(doc.PredefinedTopics)
 	d.table("qos_minus1", doc.QoSMinus1, &qm1)
+	d.table("sleep", doc.Sleep, &slp)
 	d.table("log", doc.Log, &lg)
 
 	def := Default()
@@ -165,6 +179,7 @@ func parse(name string, data []byte) (Config, error) {
 		Session:          d.session(ses, def.Session),
 		PredefinedTopics: d.topics(topics),
 		QoSMinus1:        d.qosMinus1(qm1, def.QoSMinus1),
+		Sleep:            d.sleep(slp, def.Sleep),
 		Log:              d.log(lg, def.Log),
 	}
 	cfg.EmbeddedBroker = d.embeddedBroker(eb, def.EmbeddedBroker, cfg.Upstream.Embedded())
@@ -506,6 +521,21 @@ func (d *decoder) senders(v value, def []netip.Prefix) []netip.Prefix {
 	return prefixes
 }
 
+func (d *decoder) sleep(r rawSleep, def SleepConfig) SleepConfig {
+	tolerance, _ := d.float("sleep.tolerance", r.Tolerance, def.Tolerance, 1, 10)
+	maxMessages, _ := d.integer("sleep.max_messages", r.MaxMessages, int64(def.MaxMessages), 1, 100_000)
+	maxBytes, _ := d.integer("sleep.max_bytes", r.MaxBytes, int64(def.MaxBytes), 1024, 64<<20)
+	bufferQoS0, _ := d.boolean("sleep.buffer_qos0", r.BufferQoS0, def.BufferQoS0)
+	addressChange, _ := d.boolean("sleep.allow_address_change", r.AllowAddressChange, def.AllowAddressChange)
+	return SleepConfig{
+		Tolerance:          tolerance,
+		MaxMessages:        int(maxMessages),
+		MaxBytes:           int(maxBytes),
+		BufferQoS0:         bufferQoS0,
+		AllowAddressChange: addressChange,
+	}
+}
+
 func (d *decoder) log(r rawLog, def LogConfig) LogConfig {
 	l := def
 	if name, ok := d.str("log.level", r.Level, def.Level.String()); ok {
@@ -542,6 +572,33 @@ func (d *decoder) integer(key string, v value, def, lo, hi int64) (int64, bool) 
 		return def, false
 	}
 	return n, true
+}
+
+// float returns the number at key, or def when the file does not set it,
+// after checking that it is finite and lies in lo..hi. A TOML integer is
+// taken as a float (1 is 1.0). On failure it returns def and false.
+func (d *decoder) float(key string, v value, def, lo, hi float64) (float64, bool) {
+	f, shown := def, formatFloat(def)
+	if v.set {
+		switch n := v.v.(type) {
+		case float64:
+			f, shown = n, formatFloat(n)
+		case int64:
+			f, shown = float64(n), strconv.FormatInt(n, 10)
+		default:
+			d.fail(key, "must be a number such as %s, not %s", formatFloat(def), describe(v.v))
+			return def, false
+		}
+	}
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		d.fail(key, "%s is not a finite number (use %s..%s)", shown, formatFloat(lo), formatFloat(hi))
+		return def, false
+	}
+	if f < lo || f > hi {
+		d.fail(key, "%s is out of range %s..%s", shown, formatFloat(lo), formatFloat(hi))
+		return def, false
+	}
+	return f, true
 }
 
 // str returns the string at key, or def when the file does not set it.
@@ -807,6 +864,24 @@ func describe(v any) string {
 	default:
 		return fmt.Sprintf("a %T", v)
 	}
+}
+
+// formatFloat formats f as TOML writes it: 1.0 rather than 1, nan and inf
+// rather than NaN and +Inf.
+func formatFloat(f float64) string {
+	switch {
+	case math.IsNaN(f):
+		return "nan"
+	case math.IsInf(f, 1):
+		return "inf"
+	case math.IsInf(f, -1):
+		return "-inf"
+	}
+	s := strconv.FormatFloat(f, 'g', -1, 64)
+	if !strings.ContainsAny(s, ".e") {
+		s += ".0"
+	}
+	return s
 }
 
 // shortDuration formats d without zero units: 1h, not 1h0m0s.

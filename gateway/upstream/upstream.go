@@ -134,6 +134,12 @@ func (up *Upstream) Connect(ctx context.Context, p gateway.ConnectParams, h gate
 		return nil, fmt.Errorf("upstream: connect %q: %w", cp.ClientID, err)
 	}
 	c.ready.Store(true)
+	if err := c.earlyLoss.Load(); err != nil {
+		// The connection ended between CONNACK and here, before a loss
+		// could be reported: this Connect failed.
+		c.Drop()
+		return nil, fmt.Errorf("upstream: connect %q: connection lost right after CONNACK: %w", cp.ClientID, *err)
+	}
 	return c, nil
 }
 
@@ -208,9 +214,10 @@ type conn struct {
 	handler gateway.ConnHandler
 	log     zerolog.Logger
 
-	ready     atomic.Bool // Connect succeeded: losses are reported from now on
-	closing   atomic.Bool // the gateway ended the connection itself
-	endOnce   sync.Once   // ended reports once
+	ready     atomic.Bool           // Connect succeeded: losses are reported from now on
+	closing   atomic.Bool           // the gateway ended the connection itself
+	endOnce   sync.Once             // ended reports once
+	earlyLoss atomic.Pointer[error] // a loss before Connect returned
 	closeOnce sync.Once
 }
 
@@ -256,8 +263,16 @@ func (c *conn) ended(dp *packets.Disconnect) {
 }
 
 func (c *conn) lost(err error) {
-	if !c.ready.Load() || c.closing.Load() {
+	if c.closing.Load() {
 		return
+	}
+	if !c.ready.Load() {
+		c.earlyLoss.Store(&err)
+		if !c.ready.Load() {
+			return // Connect sees earlyLoss and fails
+		}
+		// Connect finished meanwhile; it may or may not have seen
+		// earlyLoss, and closeOnce keeps the loss reported once.
 	}
 	c.closeOnce.Do(func() {
 		// Tell the gateway first: it stops waiting on this connection's
@@ -282,6 +297,9 @@ func (c *conn) Publish(ctx context.Context, m gateway.Message) error {
 	if resp != nil && resp.ReasonCode >= 0x80 {
 		return &gateway.RefusedError{Code: ackCode(resp.ReasonCode), Reason: fmt.Sprintf("reason code 0x%02x", resp.ReasonCode)}
 	}
+	if errors.Is(err, paho.ErrInvalidArguments) {
+		return &gateway.RefusedError{Code: mqttsn.RejectedNotSupported, Reason: err.Error()}
+	}
 	if err != nil {
 		return fmt.Errorf("upstream: publish %q: %w", m.Topic, err)
 	}
@@ -296,6 +314,9 @@ func (c *conn) Subscribe(ctx context.Context, filter string, qos byte) (byte, er
 			return 0, &gateway.RefusedError{Code: ackCode(rc), Reason: fmt.Sprintf("SUBACK 0x%02x", rc)}
 		}
 		return sa.Reasons[0], nil
+	}
+	if errors.Is(err, paho.ErrInvalidArguments) {
+		return 0, &gateway.RefusedError{Code: mqttsn.RejectedNotSupported, Reason: err.Error()}
 	}
 	if err == nil {
 		err = errors.New("SUBACK without a reason code")
