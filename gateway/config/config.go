@@ -30,6 +30,7 @@ const (
 type Config struct {
 	Gateway          GatewayConfig
 	UDP              UDPConfig
+	DTLS             DTLSConfig
 	Upstream         UpstreamConfig
 	EmbeddedBroker   EmbeddedBrokerConfig
 	Session          SessionConfig
@@ -58,6 +59,56 @@ type UDPConfig struct {
 	// net.core.rmem_max without an error.
 	ReadBuffer int
 }
+
+// DTLSConfig is the [dtls] table: MQTT-SN over DTLS on UDP addresses of its
+// own, beside plain UDP. DTLS is off when Listen is empty.
+//
+// Load and Parse check the files named here only when DTLS is on: each then
+// existed and was readable, and the PSK file was loaded into PSKs. The PEM
+// files are not parsed here; the transport does that. A relative path is
+// taken from the working directory.
+type DTLSConfig struct {
+	// Listen holds the host:port addresses of the DTLS sockets, checked like
+	// UDPConfig.Listen, but may be empty (the default). No address appears in
+	// UDPConfig.Listen too, nor shares its port with a wildcard host there.
+	Listen []string
+	// PSKFile is the path of the PSK file (see ParsePSK); "" means no PSKs.
+	// With DTLS on, PSKFile or CertFile and KeyFile are set.
+	PSKFile string
+	// CertFile and KeyFile are the PEM certificate chain and private key the
+	// gateway presents; both or neither are set.
+	CertFile string
+	KeyFile  string
+	// ClientCAFile is a PEM file of the CAs that sensors' certificates must
+	// chain to; "" means sensors are not asked for certificates. Set only
+	// with CertFile and KeyFile, as certificates are exchanged only in
+	// certificate handshakes.
+	ClientCAFile string
+	// RequireClientCert makes a certificate handshake fail when the sensor
+	// presents no certificate; without it a certificate is verified when
+	// given. Set only with ClientCAFile.
+	RequireClientCert bool
+	// BindClientID refuses, with CONNACK 0x03, a CONNECT whose ClientID is
+	// not the authenticated identity: the PSK entry's ClientID, or the
+	// sensor certificate's Common Name or one of its DNS names.
+	BindClientID bool
+	// ConnectionID negotiates RFC 9146 Connection IDs, so that a sensor whose
+	// source address changes (a NAT rebinding while it slept) keeps its DTLS
+	// association, and with it its session.
+	ConnectionID bool
+	// HandshakeTimeout bounds one DTLS handshake, 1s..2m.
+	HandshakeTimeout time.Duration
+	// MaxHandshakes is how many handshakes may run at once, 1..100,000; a
+	// new handshake beyond it is dropped, so that a flood cannot starve the
+	// sensors already connected.
+	MaxHandshakes int
+	// PSKs is the content of PSKFile, loaded by Load and Parse when DTLS is
+	// on and PSKFile is set; nil otherwise. LoadPSKFile reloads it.
+	PSKs PSKTable
+}
+
+// Enabled reports whether DTLS is on: whether Listen has an address.
+func (c DTLSConfig) Enabled() bool { return len(c.Listen) > 0 }
 
 // UpstreamConfig is the [upstream] table.
 type UpstreamConfig struct {
@@ -180,6 +231,12 @@ func Default() Config {
 			MaxDatagram: 1500,
 			ReadBuffer:  0,
 		},
+		DTLS: DTLSConfig{
+			BindClientID:     true,
+			ConnectionID:     true,
+			HandshakeTimeout: 10 * time.Second,
+			MaxHandshakes:    256,
+		},
 		Upstream: UpstreamConfig{
 			Broker:         Embedded,
 			SessionExpiry:  time.Hour,
@@ -226,6 +283,11 @@ func Load(path string) (Config, error) {
 // name is the file name used in error messages. On failure the error is an
 // errors.Join of *Error values, one per problem, each a single line; the
 // Config is then the zero value.
+//
+// Parse looks at the files the configuration names (upstream.ca_file, and
+// the dtls files when DTLS is on), and reads the PSK file: a problem in that
+// file is an *Error naming the PSK file and its own key, such as
+// "sensors.psk.toml: psk[2].key: ...".
 func Parse(name string, data []byte) (Config, error) {
 	return parse(name, data)
 }

@@ -45,6 +45,7 @@ func TestShippedFileHasEveryKey(t *testing.T) {
 	tables := map[string]any{
 		"gateway":         rawGateway{},
 		"udp":             rawUDP{},
+		"dtls":            rawDTLS{},
 		"upstream":        rawUpstream{},
 		"embedded_broker": rawEmbeddedBroker{},
 		"session":         rawSession{},
@@ -340,6 +341,16 @@ func TestParseErrors(t *testing.T) {
 			"udp listen duplicate",
 			"[udp]\nlisten = [\"127.0.0.1:1884\", \"[::1]:1884\", \"127.0.0.1:1884\"]",
 			[]problem{{"udp.listen[2]", `"127.0.0.1:1884" is already listed as udp.listen[0]`}},
+		},
+		{
+			"udp listen wildcard twice, written differently",
+			"[udp]\nlisten = [\":1884\", \"0.0.0.0:1884\"]",
+			[]problem{{"udp.listen[1]", `"0.0.0.0:1884" is already listed as udp.listen[0] (written ":1884")`}},
+		},
+		{
+			"udp listen wildcard and a host on one port",
+			"[udp]\nlisten = [\"[::1]:1884\", \"[::]:1884\"]",
+			[]problem{{"udp.listen[1]", `"[::]:1884" and udp.listen[0] "[::1]:1884" share port 1884, and a wildcard host takes it on every interface`}},
 		},
 
 		// [upstream]
@@ -679,8 +690,27 @@ func topics(lines ...string) string {
 }
 
 // checkProblems checks that err holds exactly the wanted problems, in order,
-// each an *Error whose one-line message names the file and the key.
+// each an *Error whose one-line message names the file test.toml and the key.
 func checkProblems(t *testing.T, err error, want []problem) {
+	t.Helper()
+	fps := make([]fileProblem, len(want))
+	for i, p := range want {
+		fps[i] = fileProblem{"test.toml", p.key, p.reason}
+	}
+	checkFileProblems(t, err, fps)
+}
+
+// fileProblem is one expected error line: its file, its key and a part of
+// its reason.
+type fileProblem struct {
+	file   string
+	key    string
+	reason string
+}
+
+// checkFileProblems checks that err holds exactly the wanted problems, in
+// order, each an *Error whose one-line message names the file and the key.
+func checkFileProblems(t *testing.T, err error, want []fileProblem) {
 	t.Helper()
 	errs := unjoin(err)
 	lines := strings.Split(err.Error(), "\n")
@@ -693,10 +723,10 @@ func checkProblems(t *testing.T, err error, want []problem) {
 			t.Errorf("error %d is a %T, want *Error: %v", i, e, e)
 			continue
 		}
-		if ce.File != "test.toml" || ce.Key != want[i].key {
-			t.Errorf("error %d: File %q Key %q, want %q %q", i, ce.File, ce.Key, "test.toml", want[i].key)
+		if ce.File != want[i].file || ce.Key != want[i].key {
+			t.Errorf("error %d: File %q Key %q, want %q %q", i, ce.File, ce.Key, want[i].file, want[i].key)
 		}
-		prefix := "test.toml: " + want[i].key + ": "
+		prefix := want[i].file + ": " + want[i].key + ": "
 		if !strings.HasPrefix(lines[i], prefix) || !strings.Contains(lines[i], want[i].reason) {
 			t.Errorf("error %d = %q, want %q...%q", i, lines[i], prefix, want[i].reason)
 		}
@@ -845,6 +875,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("[udp]\nlisten = [\"\", \"[::1]:1\", 3]\n"))
 	f.Add([]byte("[sleep]\ntolerance = nan\nmax_messages = 1.5\nmax_bytes = \"x\"\nbuffer_qos0 = 1\n"))
 	f.Add([]byte("[qos_minus1]\nenabled = 1\nallowed_senders = [\"::1\", \"10.0.0.1/8\", \"x/\", 4]\n[upstream]\nkeep_alive = \"1.5s\"\n"))
+	f.Add([]byte("[udp]\nlisten = [\":1884\"]\n[dtls]\nlisten = [\"127.0.0.1:1884\", 5684]\nmax_handshakes = 0\nbind_client_id = 1\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_, err := Parse("fuzz.toml", data)
 		if err == nil {

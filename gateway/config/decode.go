@@ -30,7 +30,12 @@ import (
 //     nan and inf are refused, as a range check alone would let nan through.
 //   - upstream.ca_file is looked up on disk while loading, so that a missing
 //     file is a configuration error rather than a failure at the first TLS
-//     connection.
+//     connection. So are the dtls files when dtls.listen is set, and the PSK
+//     file is read then: its problems name that file and its own keys.
+//   - The listen addresses of [udp] and [dtls] are compared with one another:
+//     the same address twice, or a wildcard host and another host on the
+//     same port, could not both be bound (or, with SO_REUSEPORT, would share
+//     the datagrams between plain UDP and DTLS).
 //   - Unknown keys come from toml.MetaData.Undecoded, plus keys that are not
 //     lower case (the toml package matches struct fields case-insensitively).
 //
@@ -41,6 +46,7 @@ import (
 type document struct {
 	Gateway          toml.Primitive `toml:"gateway"`
 	UDP              toml.Primitive `toml:"udp"`
+	DTLS             toml.Primitive `toml:"dtls"`
 	Upstream         toml.Primitive `toml:"upstream"`
 	EmbeddedBroker   toml.Primitive `toml:"embedded_broker"`
 	Session          toml.Primitive `toml:"session"`
@@ -70,6 +76,19 @@ type rawUDP struct {
 	Listen      value `toml:"listen"`
 	MaxDatagram value `toml:"max_datagram"`
 	ReadBuffer  value `toml:"read_buffer"`
+}
+
+type rawDTLS struct {
+	Listen            value `toml:"listen"`
+	PSKFile           value `toml:"psk_file"`
+	CertFile          value `toml:"cert_file"`
+	KeyFile           value `toml:"key_file"`
+	ClientCAFile      value `toml:"client_ca_file"`
+	RequireClientCert value `toml:"require_client_cert"`
+	BindClientID      value `toml:"bind_client_id"`
+	ConnectionID      value `toml:"connection_id"`
+	HandshakeTimeout  value `toml:"handshake_timeout"`
+	MaxHandshakes     value `toml:"max_handshakes"`
 }
 
 type rawUpstream struct {
@@ -154,6 +173,7 @@ func parse(name string, data []byte) (Config, error) {
 	var (
 		gw  rawGateway
 		udp rawUDP
+		dt  rawDTLS
 		up  rawUpstream
 		eb  rawEmbeddedBroker
 		ses rawSession
@@ -163,6 +183,7 @@ func parse(name string, data []byte) (Config, error) {
 	)
 	d.table("gateway", doc.Gateway, &gw)
 	d.table("udp", doc.UDP, &udp)
+	d.table("dtls", doc.DTLS, &dt)
 	d.table("upstream", doc.Upstream, &up)
 	d.table("embedded_broker", doc.EmbeddedBroker, &eb)
 	d.table("session", doc.Session, &ses)
@@ -172,9 +193,12 @@ func parse(name string, data []byte) (Config, error) {
 	d.table("log", doc.Log, &lg)
 
 	def := Default()
+	gateway := d.gateway(gw, def.Gateway)
+	udpConfig, udpAddrs := d.udp(udp, def.UDP)
 	cfg := Config{
-		Gateway:          d.gateway(gw, def.Gateway),
-		UDP:              d.udp(udp, def.UDP),
+		Gateway:          gateway,
+		UDP:              udpConfig,
+		DTLS:             d.dtls(dt, def.DTLS, udpAddrs),
 		Upstream:         d.upstream(up, def.Upstream),
 		Session:          d.session(ses, def.Session),
 		PredefinedTopics: d.topics(topics),
@@ -297,35 +321,107 @@ func (d *decoder) gateway(r rawGateway, def GatewayConfig) GatewayConfig {
 	return GatewayConfig{ID: uint8(id)}
 }
 
-func (d *decoder) udp(r rawUDP, def UDPConfig) UDPConfig {
-	listen := d.listen(r.Listen, def.Listen)
+// udp returns the [udp] table, and its listen addresses for comparing with
+// those of [dtls].
+func (d *decoder) udp(r rawUDP, def UDPConfig) (UDPConfig, []listenAddr) {
+	addrs := d.listen("udp.listen", r.Listen, def.Listen, false)
 	maxDatagram, _ := d.integer("udp.max_datagram", r.MaxDatagram, int64(def.MaxDatagram), 16, 65535)
 	readBuffer, _ := d.integer("udp.read_buffer", r.ReadBuffer, int64(def.ReadBuffer), 0, 256<<20)
 	return UDPConfig{
-		Listen:      listen,
+		Listen:      addrStrings(addrs),
 		MaxDatagram: int(maxDatagram),
 		ReadBuffer:  int(readBuffer),
-	}
+	}, addrs
 }
 
-// listen returns the udp.listen addresses, or a copy of def when the file
-// does not set them.
-func (d *decoder) listen(v value, def []string) []string {
-	const key = "udp.listen"
-	if !v.set {
-		return append([]string(nil), def...)
+// listenAddr is one checked address of a listen key.
+type listenAddr struct {
+	s     string // as written
+	index int    // in the key's array
+	// host is the host in a form fit for comparing: "" for every wildcard
+	// ("", "0.0.0.0", "::": Go binds each of them dual-stack), an IP address
+	// as netip formats it (IPv4-mapped ones as IPv4), or a lower-case name.
+	host string
+	port uint16
+}
+
+// parseListenAddr returns s, which checkHostPort accepted, as a listenAddr.
+func parseListenAddr(s string, index int) listenAddr {
+	host, port, _ := net.SplitHostPort(s)
+	p, _ := strconv.ParseUint(port, 10, 16)
+	a := listenAddr{s: s, index: index, host: strings.ToLower(host), port: uint16(p)}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		ip = ip.Unmap()
+		if ip.IsUnspecified() {
+			a.host = ""
+		} else {
+			a.host = ip.String()
+		}
 	}
-	list, ok := v.v.([]any)
-	if !ok {
-		d.fail(key, "must be an array of \"host:port\" strings, not %s", describe(v.v))
-		return def
+	return a
+}
+
+// clash says how a and b, two addresses to bind, get in each other's way:
+// "same" for the same address, "wildcard" when they share a port and one of
+// them takes it on every interface, "" when they do not. Port 0 picks a free
+// port, so only the same spelling twice clashes there.
+func clash(a, b listenAddr) string {
+	switch {
+	case a.s == b.s:
+		return "same"
+	case a.port == 0 || a.port != b.port:
+		return ""
+	case a.host == b.host:
+		return "same"
+	case a.host == "" || b.host == "":
+		return "wildcard"
 	}
-	if len(list) == 0 {
-		d.fail(key, "must list at least one address")
-		return def
+	return ""
+}
+
+// clashReason describes the clash kind of a, at key, with b, at otherKey.
+func clashReason(kind string, a listenAddr, otherKey string, b listenAddr) string {
+	if kind == "same" {
+		if a.s == b.s {
+			return fmt.Sprintf("%q is already listed as %s[%d]", a.s, otherKey, b.index)
+		}
+		return fmt.Sprintf("%q is already listed as %s[%d] (written %q)", a.s, otherKey, b.index, b.s)
 	}
-	addrs := make([]string, 0, len(list))
-	seen := make(map[string]int)
+	return fmt.Sprintf("%q and %s[%d] %q share port %d, and a wildcard host takes it on every interface", a.s, otherKey, b.index, b.s, a.port)
+}
+
+// addrStrings returns the addresses as written, or nil if there are none.
+func addrStrings(addrs []listenAddr) []string {
+	if len(addrs) == 0 {
+		return nil
+	}
+	s := make([]string, len(addrs))
+	for i, a := range addrs {
+		s[i] = a.s
+	}
+	return s
+}
+
+// listen returns the addresses at key (udp.listen or dtls.listen), or def
+// when the file does not set them; allowEmpty accepts an empty array.
+// An address that clashes with an earlier one is reported and left out.
+func (d *decoder) listen(key string, v value, def []string, allowEmpty bool) []listenAddr {
+	list := make([]any, len(def))
+	for i, s := range def {
+		list[i] = s
+	}
+	if v.set {
+		var ok bool
+		if list, ok = v.v.([]any); !ok {
+			d.fail(key, "must be an array of \"host:port\" strings, not %s", describe(v.v))
+			return nil
+		}
+		if len(list) == 0 && !allowEmpty {
+			d.fail(key, "must list at least one address")
+			return nil
+		}
+	}
+	addrs := make([]listenAddr, 0, len(list))
 	for i, e := range list {
 		k := fmt.Sprintf("%s[%d]", key, i)
 		s, ok := e.(string)
@@ -337,14 +433,140 @@ func (d *decoder) listen(v value, def []string) []string {
 			d.fail(k, "%s", why)
 			continue
 		}
-		if j, dup := seen[s]; dup {
-			d.fail(k, "%q is already listed as %s[%d]", s, key, j)
-			continue
+		a := parseListenAddr(s, i)
+		clashed := false
+		for _, b := range addrs {
+			if kind := clash(a, b); kind != "" {
+				d.fail(k, "%s", clashReason(kind, a, key, b))
+				clashed = true
+				break
+			}
 		}
-		seen[s] = i
-		addrs = append(addrs, s)
+		if !clashed {
+			addrs = append(addrs, a)
+		}
 	}
 	return addrs
+}
+
+// dtls returns the [dtls] table. udp holds the udp.listen addresses, which
+// the DTLS ones must keep clear of.
+//
+// With dtls.listen empty, DTLS is off: the other keys are checked for their
+// types and ranges only, and no file is looked at.
+func (d *decoder) dtls(r rawDTLS, def DTLSConfig, udp []listenAddr) DTLSConfig {
+	const listenKey = "dtls.listen"
+	addrs := d.listen(listenKey, r.Listen, def.Listen, true)
+	kept := addrs[:0]
+	for _, a := range addrs {
+		clashed := false
+		for _, b := range udp {
+			if a.port == 0 {
+				break // a free port, never one udp.listen has
+			}
+			if kind := clash(a, b); kind != "" {
+				d.fail(fmt.Sprintf("%s[%d]", listenKey, a.index), "%s; DTLS needs a port of its own", clashReason(kind, a, "udp.listen", b))
+				clashed = true
+				break
+			}
+		}
+		if !clashed {
+			kept = append(kept, a)
+		}
+	}
+	// On as written, even when an address was wrong, so that the files are
+	// checked in the same pass.
+	on := len(def.Listen) > 0
+	if r.Listen.set {
+		list, _ := r.Listen.v.([]any)
+		on = len(list) > 0
+	}
+
+	c := DTLSConfig{Listen: addrStrings(kept)}
+	var pskOK, certOK, keyOK, caOK, requireOK bool
+	c.PSKFile, pskOK = d.str("dtls.psk_file", r.PSKFile, def.PSKFile)
+	c.CertFile, certOK = d.str("dtls.cert_file", r.CertFile, def.CertFile)
+	c.KeyFile, keyOK = d.str("dtls.key_file", r.KeyFile, def.KeyFile)
+	c.ClientCAFile, caOK = d.str("dtls.client_ca_file", r.ClientCAFile, def.ClientCAFile)
+	c.RequireClientCert, requireOK = d.boolean("dtls.require_client_cert", r.RequireClientCert, def.RequireClientCert)
+	c.BindClientID, _ = d.boolean("dtls.bind_client_id", r.BindClientID, def.BindClientID)
+	c.ConnectionID, _ = d.boolean("dtls.connection_id", r.ConnectionID, def.ConnectionID)
+
+	if on {
+		certPair := certOK && keyOK && c.CertFile != "" && c.KeyFile != ""
+		if pskOK && certOK && keyOK && c.PSKFile == "" && c.CertFile == "" && c.KeyFile == "" {
+			d.fail("dtls.psk_file", "dtls.listen is set but DTLS has no credentials: set dtls.psk_file, or dtls.cert_file and dtls.key_file, or both")
+		}
+		if pskOK && c.PSKFile != "" {
+			if why := checkFile(c.PSKFile, "a PSK file"); why != "" {
+				d.fail("dtls.psk_file", "%s", why)
+			} else {
+				c.PSKs = d.psks(c.PSKFile)
+			}
+		}
+		if certOK && c.CertFile != "" {
+			if why := checkFile(c.CertFile, "a PEM file"); why != "" {
+				d.fail("dtls.cert_file", "%s", why)
+			}
+		}
+		if certOK && keyOK && c.CertFile != "" && c.KeyFile == "" {
+			d.fail("dtls.key_file", "must be set with dtls.cert_file: the private key of that certificate")
+		}
+		if keyOK && c.KeyFile != "" {
+			if why := checkFile(c.KeyFile, "a PEM file"); why != "" {
+				d.fail("dtls.key_file", "%s", why)
+			}
+		}
+		if certOK && keyOK && c.KeyFile != "" && c.CertFile == "" {
+			d.fail("dtls.cert_file", "must be set with dtls.key_file: the certificate of that key")
+		}
+		if caOK && c.ClientCAFile != "" {
+			if certOK && keyOK && c.CertFile == "" && c.KeyFile == "" {
+				d.fail("dtls.client_ca_file", "only used with dtls.cert_file and dtls.key_file: sensors present certificates only in certificate handshakes, never in PSK ones")
+			} else if why := checkFile(c.ClientCAFile, "a PEM file"); why != "" {
+				d.fail("dtls.client_ca_file", "%s", why)
+			}
+		}
+		if requireOK && caOK && c.RequireClientCert && c.ClientCAFile == "" {
+			why := "true needs dtls.client_ca_file, the CA certificates that sensors' certificates are verified with"
+			if certOK && keyOK && !certPair {
+				why += ", and dtls.cert_file and dtls.key_file"
+			}
+			d.fail("dtls.require_client_cert", "%s", why)
+		}
+	}
+
+	c.HandshakeTimeout, _ = d.duration("dtls.handshake_timeout", r.HandshakeTimeout, def.HandshakeTimeout, time.Second, 2*time.Minute)
+	maxHandshakes, _ := d.integer("dtls.max_handshakes", r.MaxHandshakes, int64(def.MaxHandshakes), 1, 100_000)
+	c.MaxHandshakes = int(maxHandshakes)
+	return c
+}
+
+// psks loads the PSK file at path, which checkFile accepted, and records its
+// problems, which name that file.
+func (d *decoder) psks(path string) PSKTable {
+	t, err := LoadPSKFile(path)
+	if err == nil {
+		return t
+	}
+	for _, e := range unjoinErrors(err) {
+		var ce *Error
+		if errors.As(e, &ce) {
+			d.errs = append(d.errs, ce)
+			continue
+		}
+		// The file changed since checkFile looked at it.
+		d.fail("dtls.psk_file", "cannot read %q: %s", path, pathReason(e))
+	}
+	return nil
+}
+
+// unjoinErrors returns the errors joined in err, or err alone.
+func unjoinErrors(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 func (d *decoder) upstream(r rawUpstream, def UpstreamConfig) UpstreamConfig {
@@ -374,7 +596,7 @@ func (d *decoder) upstream(r rawUpstream, def UpstreamConfig) UpstreamConfig {
 		case !brokerTLS(u.Broker):
 			d.fail(caKey, "only used with a tls:// or ssl:// broker; upstream.broker is %q", u.Broker)
 		default:
-			if why := checkCAFile(ca); why != "" {
+			if why := checkFile(ca, "a PEM file"); why != "" {
 				d.fail(caKey, "%s", why)
 			} else {
 				u.CAFile = ca
@@ -730,16 +952,18 @@ func brokerTLS(s string) bool {
 	return err == nil && (u.Scheme == "tls" || u.Scheme == "ssl")
 }
 
-// checkCAFile says what is wrong with an upstream.ca_file path, or "" if
-// nothing is: it must name a readable file. A relative path is taken from
-// the working directory, as the TLS client will take it.
-func checkCAFile(path string) string {
+// checkFile says what is wrong with the path of a file the gateway will
+// read, such as upstream.ca_file, or "" if nothing is: it must name a
+// readable file. kind names what the file should be, as in "a PEM file". A
+// relative path is taken from the working directory, as the gateway will
+// take it.
+func checkFile(path, kind string) string {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return fmt.Sprintf("cannot use %q: %s", path, pathReason(err))
 	}
 	if fi.IsDir() {
-		return fmt.Sprintf("%q is a directory, not a PEM file", path)
+		return fmt.Sprintf("%q is a directory, not %s", path, kind)
 	}
 	f, err := os.Open(path)
 	if err != nil {
