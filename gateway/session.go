@@ -659,8 +659,8 @@ func (s *session) pump() {
 			}
 			s.onDelivery(d)
 		}
-		if s.out == nil && s.willUpdate != nil && !s.willUpdate.started && s.state == stateActive {
-			s.startWillUpdate()
+		if s.out == nil && s.willUpdate != nil && !s.willUpdate.started && (s.state == stateActive || s.state == stateAwake) {
+			s.startWillUpdate() // deliveries resume with its result
 		}
 		if s.state != stateAwake || s.out != nil || len(s.queue) > 0 {
 			return

@@ -57,6 +57,12 @@ func (s *session) finishFlush() {
 // that has no session. A sleeping client may move there only when the
 // configuration allows address changes (A9); anyone else gets DISCONNECT.
 func (s *session) onWake(p peer) {
+	switch s.state {
+	case stateActive, stateAsleep, stateAwake:
+	default:
+		send(p, &mqttsn.Disconnect{}) // no connection to wake: CONNECT first
+		return
+	}
 	if p == s.peer {
 		s.onMessage(inbound{from: p, msg: &mqttsn.PingReq{ClientID: s.clientID}})
 		return

@@ -375,3 +375,67 @@ func TestSleepFlushNeverAcknowledged(t *testing.T) {
 		}
 	})
 }
+
+// A Will update asked for while a delivery is in flight, followed by sleep,
+// completes at the next wake-up and the flush goes on.
+func TestSleepAfterPendingWillUpdate(t *testing.T) {
+	eachBroker(t, func(t *testing.T, url string) {
+		g := startGateway(t, url, nil)
+		obs := g.observer(t, "", 0)
+		c := g.client(t)
+		c.ConnectWithWill("sl-10", true, 60, "will/sl-10", mqttsn.QoS1, false, []byte("w"))
+		c.Subscribe("cmd/sl-10", mqttsn.QoS1)
+		obs.Publish("cmd/sl-10", []byte("first"), 1, false)
+		p := snclient.Expect[*mqttsn.Publish](t, c, wait) // in flight, not acknowledged yet
+		c.Send(&mqttsn.WillMsgUpd{Message: []byte("w2")})
+		sleep(t, c, 60)
+		obs.Publish("cmd/sl-10", []byte("second"), 1, false)
+		waitQueued(t, g, 1)
+
+		c.Send(&mqttsn.PingReq{})
+		again := snclient.Expect[*mqttsn.Publish](t, c, wait)
+		if again.MsgID != p.MsgID || !again.DUP {
+			t.Fatalf("the paused exchange: %s", snclient.Describe(again))
+		}
+		c.Send(&mqttsn.PubAck{TopicID: again.TopicID, MsgID: again.MsgID})
+		if r := snclient.Expect[*mqttsn.WillMsgResp](t, c, wait); r.ReturnCode != mqttsn.Accepted {
+			t.Fatalf("WILLMSGRESP %v", r.ReturnCode)
+		}
+		var rest []*mqttsn.Publish
+		for {
+			m, err := c.Recv(wait)
+			if err != nil {
+				t.Fatalf("after the Will update: %v", err)
+			}
+			if _, ok := m.(*mqttsn.PingResp); ok {
+				break
+			}
+			if p, ok := m.(*mqttsn.Publish); ok {
+				rest = append(rest, p)
+				ackPublish(t, c, p)
+			}
+		}
+		// "second" was queued from the connection the update replaced: the
+		// broker sends it again on the resumed one, in this flush or the next.
+		if len(rest) == 0 {
+			waitQueued(t, g, 1)
+			rest = flush(t, c)
+		}
+		if len(rest) != 1 || string(rest[0].Data) != "second" {
+			t.Fatalf("after the Will update: %d messages", len(rest))
+		}
+	})
+}
+
+// A PINGREQ with the ClientId of a session that has no connection (kept
+// after DISCONNECT) is answered with DISCONNECT: the client must CONNECT.
+func TestWakePersistedSessionGetsDisconnect(t *testing.T) {
+	eachBroker(t, func(t *testing.T, url string) {
+		g := startGateway(t, url, nil)
+		c := g.client(t)
+		c.Connect("sl-11", false, 60)
+		c.Disconnect()
+		c.Send(&mqttsn.PingReq{ClientID: "sl-11"})
+		snclient.Expect[*mqttsn.Disconnect](t, c, wait)
+	})
+}
