@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/sensorgate/mqttsn-gateway/topicmap"
+	"github.com/sensorgate/mqttsn-gateway/transport"
 )
 
 // Config is the gateway core's configuration: plain values, already
@@ -35,6 +36,14 @@ type Config struct {
 	SleepMaxBytes      int
 	SleepBufferQoS0    bool
 	AllowAddressChange bool
+
+	// BindClientID binds a ClientId to the identity a peer authenticated on
+	// its transport (DTLS): a CONNECT whose ClientId the identity does not
+	// allow gets CONNACK 0x03. ClientIDsOf returns the ClientIds an identity
+	// allows; nil means the PSK identity itself, the certificate's CN or a
+	// DNS SAN.
+	BindClientID bool
+	ClientIDsOf  func(transport.Identity) []string
 
 	// QoSMinus1 enables PUBLISH with QoS −1 from unconnected senders (A16),
 	// forwarded at QoS 0 over one shared upstream connection whose ClientID

@@ -160,8 +160,21 @@ func (g *Gateway) wake(p peer, m *mqttsn.PingReq) bool {
 	if s == nil {
 		return false
 	}
-	s.postControl(evWake{peer: p})
+	if s.owner != "" && ownerKey(p) != s.owner {
+		g.refuseIdentity(p, m.ClientID, "PINGREQ for a session owned by another identity")
+		send(p, &mqttsn.Disconnect{})
+		return true
+	}
+	s.postControl(evWake{peer: p, sameOwner: s.owner != ""})
 	return true
+}
+
+// refuseIdentity logs a ClientId refused for the peer's identity.
+func (g *Gateway) refuseIdentity(p peer, clientID, why string) {
+	g.stats.identityRefused.Add(1)
+	id, _ := identityOf(p)
+	g.log.Warn().Str("peer", p.String()).Str("client", clientID).Str("psk_identity", id.PSKIdentity).
+		Str("cert_cn", id.CertCommonName).Str("reason", why).Msg("refused a ClientId for its identity")
 }
 
 // connect routes a CONNECT: to the session already at that address, to the
@@ -180,6 +193,14 @@ func (g *Gateway) connect(p peer, m *mqttsn.Connect) {
 		return
 	}
 
+	if !g.clientIDAllowed(p, m.ClientID) {
+		g.refuseIdentity(p, m.ClientID, "the ClientId does not match the authenticated identity")
+		g.stats.connectsRefused.Add(1)
+		send(p, &mqttsn.ConnAck{ReturnCode: mqttsn.RejectedNotSupported})
+		return
+	}
+	owner := ownerKey(p)
+
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closing {
@@ -187,6 +208,14 @@ func (g *Gateway) connect(p peer, m *mqttsn.Connect) {
 	}
 	atPeer := g.byPeer[p]
 	s := g.byClientID[m.ClientID]
+	if s != nil && s.owner != "" && s.owner != owner {
+		// A session an identity owns is never taken over by another
+		// identity, nor by an unauthenticated peer.
+		g.refuseIdentity(p, m.ClientID, "the session is owned by another identity")
+		g.stats.connectsRefused.Add(1)
+		send(p, &mqttsn.ConnAck{ReturnCode: mqttsn.RejectedNotSupported})
+		return
+	}
 	if atPeer != nil && atPeer != s {
 		// Another client was connected from this address: that device
 		// now calls itself something else, so the old session is lost.
@@ -201,13 +230,18 @@ func (g *Gateway) connect(p peer, m *mqttsn.Connect) {
 			return
 		}
 		s = newSession(g, m.ClientID, p)
+		s.owner = owner
 		g.byClientID[m.ClientID] = s
 		g.byPeer[p] = s
 		g.sessions.Add(1)
 		g.stats.sessions.Add(1)
 		go s.run()
 	}
-	s.postControl(evConnect{peer: p, msg: m})
+	sameOwner := s.owner != "" && s.owner == owner
+	if owner != "" {
+		s.owner = owner // an authenticated peer takes over an unowned session
+	}
+	s.postControl(evConnect{peer: p, msg: m, sameOwner: sameOwner})
 }
 
 // gatewayFull logs a CONNECT refused for max_clients, at most once a minute

@@ -81,6 +81,7 @@ type session struct {
 	loopDone chan struct{} // closed when run stops reading its channels
 	quitOnce sync.Once
 	replaced atomic.Bool     // another client now owns this session's address
+	owner    string          // the authenticated identity that owns the session; guarded by g.mu
 	ctx      context.Context // cancelled when the session ends; bounds upstream requests
 	cancel   context.CancelFunc
 
@@ -240,11 +241,15 @@ func (s *session) stop() { s.quitOnce.Do(func() { close(s.quit) }) }
 // Events on the control channel.
 type (
 	evConnect struct {
-		peer peer
-		msg  *mqttsn.Connect
+		peer      peer
+		msg       *mqttsn.Connect
+		sameOwner bool // the peer authenticated as the session's owner
 	}
-	evWake     struct{ peer peer } // PINGREQ with this session's ClientId from an address without a session
-	evReplaced struct{}            // another client connected from this session's address
+	evWake struct { // PINGREQ with this session's ClientId from an address without a session
+		peer      peer
+		sameOwner bool
+	}
+	evReplaced struct{} // another client connected from this session's address
 )
 
 // run is the session's goroutine.
@@ -411,7 +416,7 @@ func (s *session) onControl(ev any) {
 	case evConnect:
 		s.onConnect(ev)
 	case evWake:
-		s.onWake(ev.peer)
+		s.onWake(ev.peer, ev.sameOwner)
 	case evReplaced:
 		// handled through s.replaced after every event
 	case resConnect:

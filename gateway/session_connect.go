@@ -19,7 +19,7 @@ func (s *session) onConnect(ev evConnect) {
 	}
 	if s.state == stateAsleep || s.state == stateAwake {
 		if ev.peer != s.peer {
-			if !s.g.cfg.AllowAddressChange {
+			if !ev.sameOwner && !s.g.cfg.AllowAddressChange {
 				s.refuseMove(ev.peer, "CONNECT")
 				return
 			}

@@ -54,9 +54,10 @@ func (s *session) finishFlush() {
 }
 
 // onWake handles a PINGREQ carrying this session's ClientId from an address
-// that has no session. A sleeping client may move there only when the
-// configuration allows address changes (A9); anyone else gets DISCONNECT.
-func (s *session) onWake(p peer) {
+// that has no session. A sleeping client may move there when the peer
+// authenticated as the session's owner, or when the configuration allows
+// address changes (A9); anyone else gets DISCONNECT.
+func (s *session) onWake(p peer, sameOwner bool) {
 	switch s.state {
 	case stateActive, stateAsleep, stateAwake:
 	default:
@@ -67,7 +68,7 @@ func (s *session) onWake(p peer) {
 		s.onMessage(inbound{from: p, msg: &mqttsn.PingReq{ClientID: s.clientID}})
 		return
 	}
-	if (s.state != stateAsleep && s.state != stateAwake) || !s.g.cfg.AllowAddressChange {
+	if (s.state != stateAsleep && s.state != stateAwake) || !(sameOwner || s.g.cfg.AllowAddressChange) {
 		s.refuseMove(p, "PINGREQ")
 		return
 	}
@@ -89,7 +90,7 @@ func (s *session) move(p peer) {
 // take the session over: DISCONNECT to that address, the session stays.
 func (s *session) refuseMove(p peer, what string) {
 	s.log.Warn().Stringer("session_peer", s.peer).Stringer("from", p).Str("message", what).
-		Msg("refused a ClientId from a new address (sleep.allow_address_change is off)")
+		Msg("refused a sleeping session's ClientId from a new address (not its authenticated owner, and sleep.allow_address_change is off)")
 	s.g.stats.movesRefused.Add(1)
 	send(p, &mqttsn.Disconnect{})
 }

@@ -31,6 +31,7 @@ type Stats struct {
 	Resumes          uint64 // sleeping clients resumed by CONNECT (A1)
 	Moves            uint64 // sleeping clients moved to a new address (A9)
 	MovesRefused     uint64 // wake-ups and CONNECTs from a new address refused (A9)
+	IdentityRefused  uint64 // CONNECTs and wake-ups refused for the peer's authenticated identity
 	QoSMinus1        uint64 // QoS −1 PUBLISH forwarded
 	QoSMinus1Dropped uint64 // QoS −1 PUBLISH dropped (unknown topic, queue full, disabled)
 }
@@ -44,7 +45,7 @@ type counters struct {
 	publishUp, publishDown, retransmissions, unknownTopicID atomic.Uint64
 	downlinkDropped, qosMinus1, qosMinus1Dropped            atomic.Uint64
 	uplinkDropped, sleeps, wakeUps, resumes, moves          atomic.Uint64
-	movesRefused                                            atomic.Uint64
+	movesRefused, identityRefused                           atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -74,6 +75,7 @@ func (c *counters) snapshot() Stats {
 		Resumes:          c.resumes.Load(),
 		Moves:            c.moves.Load(),
 		MovesRefused:     c.movesRefused.Load(),
+		IdentityRefused:  c.identityRefused.Load(),
 		QoSMinus1:        c.qosMinus1.Load(),
 		QoSMinus1Dropped: c.qosMinus1Dropped.Load(),
 	}

@@ -21,6 +21,7 @@ var rules = map[string][]string{
 	"gateway/broker":    {module + "/gateway/config", "github.com/eclipse/", "github.com/BurntSushi/"},
 	"gateway/config":    {module + "/gateway/broker", module + "/gateway/upstream", "github.com/eclipse/", "github.com/mochi-mqtt/"},
 	"internal/snclient": {module + "/gateway", module + "/topicmap", module + "/transport"},
+	"internal/fleet":    {module + "/gateway", module + "/topicmap", module + "/transport"},
 }
 
 func TestImportRules(t *testing.T) {
