@@ -60,7 +60,7 @@ func (s state) String() string { return stateNames[s] }
 // Capacities of a session's queues. The inbox drops when full (the client
 // retransmits); the upstream request queue answers congestion when full.
 const (
-	inboxSize     = 32
+	inboxSize     = 16
 	controlSize   = 8
 	opsSize       = 32
 	qos0Headroom  = 32 // downlink QoS 0 messages queued beside the Receive Maximum
@@ -120,6 +120,7 @@ type session struct {
 	timer       *time.Timer
 	armedFor    time.Time
 	wbuf        []byte // encoding buffer for replies
+	workerIdle  bool   // the upstream worker may end when idle (asleep, disconnected)
 }
 
 // inbound is a datagram from the client with the address it came from.
@@ -183,13 +184,12 @@ type willUpdate struct {
 
 func newSession(g *Gateway, clientID string, p peer) *session {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &session{
+	s := &session{
 		g:        g,
 		clientID: clientID,
 		log:      g.log.With().Str("client", clientID).Logger(),
 		inbox:    make(chan inbound, inboxSize),
 		control:  make(chan any, controlSize),
-		opq:      newOpQueue(),
 		quit:     make(chan struct{}),
 		loopDone: make(chan struct{}),
 		ctx:      ctx,
@@ -197,6 +197,8 @@ func newSession(g *Gateway, clientID string, p peer) *session {
 		peer:     p,
 		reg:      topicmap.NewRegistry(g.cfg.Predefined, g.cfg.MaxTopics),
 	}
+	s.opq = newOpQueue(s.worker)
+	return s
 }
 
 // post queues a message from the client; a full inbox drops it.
@@ -256,8 +258,6 @@ type (
 func (s *session) run() {
 	s.timer = time.NewTimer(time.Hour)
 	s.timer.Stop()
-	workerDone := make(chan struct{})
-	go s.worker(workerDone)
 	defer func() {
 		if r := recover(); r != nil {
 			s.log.Error().Str("panic", fmt.Sprint(r)).Bytes("stack", debug.Stack()).Msg("session crashed; dropping it")
@@ -270,7 +270,7 @@ func (s *session) run() {
 		s.handBack()
 		s.opq.close()
 		s.cancel()
-		<-workerDone
+		s.opq.done.Wait()
 		s.timer.Stop()
 		s.g.sessions.Done()
 	}()
@@ -297,6 +297,10 @@ func (s *session) run() {
 		}
 		s.pump()
 		s.rearm()
+		if idle := s.state == stateAsleep || s.state == stateDisconnected; idle != s.workerIdle {
+			s.workerIdle = idle
+			s.opq.setIdleExit(idle)
+		}
 	}
 }
 
@@ -444,7 +448,12 @@ func (s *session) onMessage(in inbound) {
 		return
 	}
 	switch s.state {
-	case stateDisconnected, stateGone, stateNew:
+	case stateDisconnected, stateGone:
+		// Routed just before the session let go of the address: answer as
+		// if there were no session (a request gets DISCONNECT).
+		s.g.noSession(in.from, m)
+		return
+	case stateNew:
 		s.unexpected(m)
 		return
 	case stateAsleep:

@@ -68,42 +68,78 @@ type (
 	}
 )
 
-// opQueue is the session's queue of upstream requests. It never blocks the
-// session: the session bounds the requests it queues on the client's behalf
-// itself (congestion beyond opsSize), and connection life-cycle requests must
-// never be lost.
+// opQueue is the session's queue of upstream requests and the home of its
+// worker. It never blocks the session: the session bounds the requests it
+// queues on the client's behalf itself (congestion beyond opsSize), and
+// connection life-cycle requests must never be lost.
+//
+// The worker goroutine is started by the first request and lives while the
+// session is active; while the client sleeps (idleExit) it ends as soon as
+// the queue is empty, leaving the upstream connection in conn, and the next
+// request starts a new one. A sleeping client so costs no worker goroutine,
+// and an active one never starts a goroutine per message.
 type opQueue struct {
-	mu     sync.Mutex
-	items  []op
-	closed bool
-	signal chan struct{}
+	mu       sync.Mutex
+	items    []op
+	closed   bool // the session has ended: run what is queued, then close conn
+	running  bool // a worker goroutine is running
+	idleExit bool // the worker ends when the queue is empty
+	conn     Conn // the upstream connection while no worker holds it
+	start    func()
+	done     sync.WaitGroup // the running worker
+	signal   chan struct{}
 }
 
-func newOpQueue() *opQueue { return &opQueue{signal: make(chan struct{}, 1)} }
+func newOpQueue(start func()) *opQueue {
+	return &opQueue{start: start, signal: make(chan struct{}, 1)}
+}
+
+// wake makes sure a worker runs or will look at the queue again. q.mu is held.
+func (q *opQueue) wakeLocked() {
+	if !q.running {
+		q.running = true
+		q.done.Add(1)
+		go q.start()
+		return
+	}
+	select {
+	case q.signal <- struct{}{}:
+	default:
+	}
+}
 
 func (q *opQueue) push(o op) {
 	q.mu.Lock()
 	q.items = append(q.items, o)
+	q.wakeLocked()
 	q.mu.Unlock()
-	select {
-	case q.signal <- struct{}{}:
-	default:
-	}
 }
 
+// setIdleExit lets the worker end when it has nothing to do (true), or keeps
+// it waiting for requests (false).
+func (q *opQueue) setIdleExit(v bool) {
+	q.mu.Lock()
+	q.idleExit = v
+	if v && q.running {
+		q.wakeLocked()
+	}
+	q.mu.Unlock()
+}
+
+// close ends the queue: a worker runs what is queued, closes the connection
+// if still open, and ends; done is released then.
 func (q *opQueue) close() {
 	q.mu.Lock()
 	q.closed = true
-	q.mu.Unlock()
-	select {
-	case q.signal <- struct{}{}:
-	default:
+	if q.running || q.conn != nil || len(q.items) > 0 {
+		q.wakeLocked()
 	}
+	q.mu.Unlock()
 }
 
-// take waits for requests and returns them all; ok is false once the queue
-// is closed and empty.
-func (q *opQueue) take(buf []op) (items []op, ok bool) {
+// next waits for requests and returns them all. ok is false when the worker
+// is to end: the queue closed (last is set) or idle with idleExit.
+func (q *opQueue) next(buf []op, conn Conn) (items []op, ok, last bool) {
 	for {
 		q.mu.Lock()
 		if len(q.items) > 0 {
@@ -111,36 +147,45 @@ func (q *opQueue) take(buf []op) (items []op, ok bool) {
 			clear(q.items)
 			q.items = q.items[:0]
 			q.mu.Unlock()
-			return items, true
+			return items, true, false
 		}
-		closed := q.closed
+		if q.closed || q.idleExit {
+			q.running = false
+			last = q.closed
+			if !last {
+				q.conn = conn
+			}
+			q.mu.Unlock()
+			return nil, false, last
+		}
 		q.mu.Unlock()
-		if closed {
-			return nil, false
-		}
 		<-q.signal
 	}
 }
 
-// worker runs the session's upstream requests. It owns the upstream
-// connection; when the queue closes it closes the connection if the
-// requests left it open.
-func (s *session) worker(done chan<- struct{}) {
-	defer close(done)
-	var conn Conn
+// worker runs the session's upstream requests. It holds the upstream
+// connection while it runs; when the queue closes it closes the connection
+// if the requests left it open.
+func (s *session) worker() {
+	q := s.opq
+	defer q.done.Done()
+	q.mu.Lock()
+	conn := q.conn
+	q.conn = nil
+	q.mu.Unlock()
 	var buf []op
 	for {
-		items, ok := s.opq.take(buf)
+		items, ok, last := q.next(buf, conn)
 		if !ok {
-			break
+			if last && conn != nil {
+				conn.Disconnect(false)
+			}
+			return
 		}
 		buf = items
 		for i := range items {
 			conn = s.safeExec(conn, items[i])
 		}
-	}
-	if conn != nil {
-		conn.Disconnect(false)
 	}
 }
 

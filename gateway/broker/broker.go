@@ -17,6 +17,10 @@ import (
 	"github.com/rs/zerolog"
 )
 
+// pendingWrites bounds the messages mochi queues for one client's socket;
+// beyond it mochi drops QoS 0 messages to that client.
+const pendingWrites = 1024
+
 // connectTimeout is how long a new TCP connection may take to send CONNECT.
 // mochi sets no deadline before CONNECT; after it, mochi's keepalive deadline
 // replaces this one.
@@ -45,8 +49,14 @@ func Start(addr string, log zerolog.Logger) (*Broker, error) {
 		return nil, fmt.Errorf("embedded broker: %w", err)
 	}
 	b := &Broker{conns: newTrackingListener(ln)}
+	caps := mqtt.NewDefaultServerCapabilities()
+	// mochi gives every client a channel of this many pending writes; its
+	// default (8192) costs 64 KiB per client. A gateway connection has at
+	// most Receive Maximum QoS 1/2 messages in flight plus QoS 0 bursts.
+	caps.MaximumClientWritesPending = pendingWrites
 	b.srv = mqtt.New(&mqtt.Options{
-		Logger: slog.New(quietHandler{zerolog.NewSlogHandler(log.With().Str("component", "broker").Logger())}),
+		Capabilities: caps,
+		Logger:       slog.New(quietHandler{zerolog.NewSlogHandler(log.With().Str("component", "broker").Logger())}),
 	})
 	if err := b.srv.AddHook(new(gatewayHook), nil); err != nil {
 		_ = ln.Close()
