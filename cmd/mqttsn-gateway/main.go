@@ -224,13 +224,15 @@ func run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
+	psks := new(pskStore)
+	gcfg.ClientIDsOf = psks.clientIDs
 	gw, err := gateway.New(gcfg, up, log)
 	if err != nil {
 		return err
 	}
 	// Stop in this order: the gateway first, while the listeners can still
 	// carry its DISCONNECTs to the sensors, then the listeners.
-	var listeners []*transport.UDPListener
+	var listeners []interface{ Close() error }
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout-time.Second)
 		defer cancel()
@@ -242,7 +244,7 @@ func run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 		}
 	}()
 
-	failed := make(chan error, len(cfg.UDP.Listen))
+	failed := make(chan error, len(cfg.UDP.Listen)+len(cfg.DTLS.Listen))
 	for _, addr := range cfg.UDP.Listen {
 		l, err := transport.ListenUDP(addr, transport.UDPOptions{MaxDatagram: cfg.UDP.MaxDatagram, ReadBuffer: cfg.UDP.ReadBuffer})
 		if err != nil {
@@ -255,6 +257,31 @@ func run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 				failed <- err
 			}
 		}()
+	}
+
+	if cfg.DTLS.Enabled() {
+		opts, err := dtlsOptions(cfg, psks, log.With().Str("component", "dtls").Logger())
+		if err != nil {
+			return err
+		}
+		if cfg.DTLS.PSKFile != "" {
+			psks.reloadOnHUP(cfg.DTLS.PSKFile, log, ctx.Done())
+		}
+		for _, addr := range cfg.DTLS.Listen {
+			l, err := transport.ListenDTLS(addr, opts)
+			if err != nil {
+				return err
+			}
+			listeners = append(listeners, l)
+			log.Info().Stringer("addr", l.LocalAddr()).Bool("psk", opts.PSK != nil).
+				Bool("certificate", len(opts.Certificates) > 0).Bool("connection_id", opts.ConnectionID).
+				Msg("MQTT-SN listening on DTLS")
+			go func() {
+				if err := l.Serve(gw.HandleDatagram); err != nil {
+					failed <- err
+				}
+			}()
+		}
 	}
 
 	select {
@@ -295,5 +322,6 @@ func gatewayConfig(cfg config.Config) (gateway.Config, error) {
 		AllowAddressChange: cfg.Sleep.AllowAddressChange,
 		QoSMinus1:          cfg.QoSMinus1.Enabled,
 		QoSMinus1Senders:   cfg.QoSMinus1.AllowedSenders,
+		BindClientID:       cfg.DTLS.BindClientID,
 	}, nil
 }
