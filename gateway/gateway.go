@@ -238,10 +238,7 @@ func (g *Gateway) connect(p peer, m *mqttsn.Connect) {
 		go s.run()
 	}
 	sameOwner := s.owner != "" && s.owner == owner
-	if owner != "" {
-		s.owner = owner // an authenticated peer takes over an unowned session
-	}
-	s.postControl(evConnect{peer: p, msg: m, sameOwner: sameOwner})
+	s.postControl(evConnect{peer: p, msg: m, owner: owner, sameOwner: sameOwner})
 }
 
 // gatewayFull logs a CONNECT refused for max_clients, at most once a minute
@@ -279,6 +276,17 @@ func (g *Gateway) bind(s *session, old, p peer) {
 		other.replace()
 	}
 	g.byPeer[p] = s
+	g.mu.Unlock()
+}
+
+// claim makes owner the owner of s, once s accepted a CONNECT from an
+// authenticated peer (an unowned session becomes that identity's).
+func (g *Gateway) claim(s *session, owner string) {
+	if owner == "" {
+		return
+	}
+	g.mu.Lock()
+	s.owner = owner
 	g.mu.Unlock()
 }
 

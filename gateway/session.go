@@ -245,7 +245,8 @@ type (
 	evConnect struct {
 		peer      peer
 		msg       *mqttsn.Connect
-		sameOwner bool // the peer authenticated as the session's owner
+		owner     string // the peer's identity ("" for none), claimed if the CONNECT is accepted
+		sameOwner bool   // the peer authenticated as the session's owner
 	}
 	evWake struct { // PINGREQ with this session's ClientId from an address without a session
 		peer      peer

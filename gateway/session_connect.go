@@ -25,9 +25,11 @@ func (s *session) onConnect(ev evConnect) {
 			}
 			s.move(ev.peer)
 		}
+		s.g.claim(s, ev.owner)
 		s.resume(m)
 		return
 	}
+	s.g.claim(s, ev.owner)
 	if ev.peer != s.peer {
 		if s.state != stateDisconnected && s.state != stateNew {
 			s.g.stats.takeovers.Add(1)

@@ -34,10 +34,21 @@ const DefaultTimeout = 5 * time.Second
 // maxDatagram is the receive buffer: larger than any UDP payload.
 const maxDatagram = 1 << 16
 
+// socket is what a Client sends and receives datagrams on: a UDP socket
+// connected to the gateway (Dial), or a DTLS connection to it (DialDTLS).
+// LocalAddr returns a *net.UDPAddr.
+type socket interface {
+	Write(b []byte) (int, error)
+	Read(b []byte) (int, error) // a timeout wraps os.ErrDeadlineExceeded
+	SetReadDeadline(t time.Time) error
+	LocalAddr() net.Addr
+	Close() error
+}
+
 // Client is a raw MQTT-SN client on a UDP socket connected to one gateway.
 type Client struct {
 	tb      testing.TB
-	conn    *net.UDPConn
+	conn    socket
 	gw      netip.AddrPort
 	timeout time.Duration
 	msgID   atomic.Uint32
