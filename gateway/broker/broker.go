@@ -161,12 +161,18 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 	l.Net.Serve(establish)
 }
 
-// Close disconnects mochi's clients, closes the listener, then closes the
-// connections that have not sent CONNECT yet: mochi waits for those too, but
-// cannot disconnect them.
-func (l *listener) Close(closeClients listeners.CloseFn) {
-	l.Net.Close(closeClients)
+// Close closes the listener and every connection, established or not, and
+// then lets mochi mark the listener closed.
+//
+// mochi's own way to disconnect a listener's clients (closeClients) is not
+// used: in v2.7.9 it read-locks the client map twice in a row, which
+// deadlocks when a client disconnecting at that moment waits to write-lock
+// it (Go's RWMutex blocks new readers behind a waiting writer). Closing the
+// sockets ends every client's read loop instead; clients see the end of the
+// connection rather than a DISCONNECT 0x8B.
+func (l *listener) Close(listeners.CloseFn) {
 	l.b.conns.closeAll()
+	l.Net.Close(func(string) {})
 }
 
 // trackingListener is a net.Listener that gives each connection
