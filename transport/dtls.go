@@ -330,25 +330,9 @@ func ListenDTLS(addr string, opts DTLSOptions) (*DTLSListener, error) {
 		opts.MaxHandshakes = DefaultMaxHandshakes
 	}
 
-	var lc net.ListenConfig
-	pc, err := lc.ListenPacket(context.Background(), "udp", addr)
+	conn, local, err := openSocket("dtls", addr, opts.ReadBuffer, 0)
 	if err != nil {
-		return nil, fmt.Errorf("transport: dtls listen on %q: %w", addr, err)
-	}
-	conn, ok := pc.(*net.UDPConn)
-	if !ok {
-		_ = pc.Close()
-		return nil, fmt.Errorf("transport: dtls listen on %q: unexpected connection type %T", addr, pc)
-	}
-	if opts.ReadBuffer > 0 {
-		if err := conn.SetReadBuffer(opts.ReadBuffer); err != nil {
-			_ = conn.Close()
-			return nil, fmt.Errorf("transport: dtls listen on %q: set read buffer to %d: %w", addr, opts.ReadBuffer, err)
-		}
-	}
-	var local netip.AddrPort
-	if ua, ok := conn.LocalAddr().(*net.UDPAddr); ok {
-		local = unmap(ua.AddrPort())
+		return nil, err
 	}
 
 	// Handshake datagrams can be as large as the client's MTU whatever

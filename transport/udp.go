@@ -102,33 +102,9 @@ func ListenUDP(addr string, opts UDPOptions) (*UDPListener, error) {
 		opts.MaxDatagram = DefaultMaxDatagram
 	}
 
-	var lc net.ListenConfig
-	pc, err := lc.ListenPacket(context.Background(), "udp", addr)
+	conn, local, err := openSocket("udp", addr, opts.ReadBuffer, opts.WriteBuffer)
 	if err != nil {
-		return nil, fmt.Errorf("transport: udp listen on %q: %w", addr, err)
-	}
-	conn, ok := pc.(*net.UDPConn)
-	if !ok {
-		// Not reachable with network "udp"; guards against a surprise anyway.
-		_ = pc.Close()
-		return nil, fmt.Errorf("transport: udp listen on %q: unexpected connection type %T", addr, pc)
-	}
-	if opts.ReadBuffer > 0 {
-		if err := conn.SetReadBuffer(opts.ReadBuffer); err != nil {
-			_ = conn.Close()
-			return nil, fmt.Errorf("transport: udp listen on %q: set read buffer to %d: %w", addr, opts.ReadBuffer, err)
-		}
-	}
-	if opts.WriteBuffer > 0 {
-		if err := conn.SetWriteBuffer(opts.WriteBuffer); err != nil {
-			_ = conn.Close()
-			return nil, fmt.Errorf("transport: udp listen on %q: set write buffer to %d: %w", addr, opts.WriteBuffer, err)
-		}
-	}
-
-	var local netip.AddrPort
-	if ua, ok := conn.LocalAddr().(*net.UDPAddr); ok {
-		local = unmap(ua.AddrPort())
+		return nil, err
 	}
 	return &UDPListener{
 		conn:        conn,
@@ -136,6 +112,43 @@ func ListenUDP(addr string, opts UDPOptions) (*UDPListener, error) {
 		maxDatagram: opts.MaxDatagram,
 		done:        make(chan struct{}),
 	}, nil
+}
+
+// openSocket binds the UDP socket of a kind ("udp", "dtls") of listener on
+// addr, sets its buffer sizes (0 keeps the OS default) and returns it with
+// its bound, unmapped address.
+func openSocket(kind, addr string, readBuffer, writeBuffer int) (*net.UDPConn, netip.AddrPort, error) {
+	fail := func(err error) (*net.UDPConn, netip.AddrPort, error) {
+		return nil, netip.AddrPort{}, fmt.Errorf("transport: %s listen on %q: %w", kind, addr, err)
+	}
+	var lc net.ListenConfig
+	pc, err := lc.ListenPacket(context.Background(), "udp", addr)
+	if err != nil {
+		return fail(err)
+	}
+	conn, ok := pc.(*net.UDPConn)
+	if !ok {
+		// Not reachable with network "udp"; guards against a surprise anyway.
+		_ = pc.Close()
+		return fail(fmt.Errorf("unexpected connection type %T", pc))
+	}
+	if readBuffer > 0 {
+		if err := conn.SetReadBuffer(readBuffer); err != nil {
+			_ = conn.Close()
+			return fail(fmt.Errorf("set read buffer to %d: %w", readBuffer, err))
+		}
+	}
+	if writeBuffer > 0 {
+		if err := conn.SetWriteBuffer(writeBuffer); err != nil {
+			_ = conn.Close()
+			return fail(fmt.Errorf("set write buffer to %d: %w", writeBuffer, err))
+		}
+	}
+	var local netip.AddrPort
+	if ua, ok := conn.LocalAddr().(*net.UDPAddr); ok {
+		local = unmap(ua.AddrPort())
+	}
+	return conn, local, nil
 }
 
 // LocalAddr returns the address the socket is bound to, with the port the OS
