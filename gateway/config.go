@@ -37,6 +37,11 @@ type Config struct {
 	SleepBufferQoS0    bool
 	AllowAddressChange bool
 
+	// AcceptForwarders accepts frames a forwarder wrapped (§5.5): each node
+	// behind a forwarder is a client of its own, keyed by the forwarder's
+	// address and the node id, and its replies are wrapped the same way.
+	AcceptForwarders bool
+
 	// BindClientID binds a ClientId to the identity a peer authenticated on
 	// its transport (DTLS): a CONNECT whose ClientId the identity does not
 	// allow gets CONNACK 0x03. ClientIDsOf returns the ClientIds an identity

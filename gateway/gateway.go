@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -22,9 +23,27 @@ import (
 type peer struct {
 	via  transport.Sender
 	addr netip.AddrPort
+	node string // the wireless node id behind a forwarder (§5.5), "" for a direct client
 }
 
-func (p peer) String() string { return p.addr.String() }
+func (p peer) String() string {
+	if p.node != "" {
+		return p.addr.String() + "/node=" + hex.EncodeToString([]byte(p.node))
+	}
+	return p.addr.String()
+}
+
+// encode appends m's wire form for p to dst: wrapped with p's node id when p
+// is behind a forwarder (A17: replies carry the same node id, radius 0).
+func (p peer) encode(dst []byte, m mqttsn.Message) ([]byte, error) {
+	if p.node != "" {
+		var err error
+		if dst, err = mqttsn.AppendEncapsulation(dst, 0, []byte(p.node)); err != nil {
+			return dst, err
+		}
+	}
+	return m.AppendBinary(dst)
+}
 
 // Gateway is a transparent MQTT-SN gateway: it owns the sessions of the
 // clients that talk to it through one or more listeners, and bridges each of
@@ -90,14 +109,25 @@ func (g *Gateway) HandleDatagram(via transport.Sender, from netip.AddrPort, b []
 		}
 		return
 	}
-	if msg.Type() == mqttsn.TypeEncapsulated {
-		// Forwarder encapsulation is its own issue; until then wrapped
-		// frames are refused like garbage.
-		g.stats.malformed.Add(1)
-		g.log.Debug().Str("peer", from.String()).Msg("dropped encapsulated frame: forwarders are not supported yet")
+	p := peer{via: via, addr: from}
+	if e, ok := msg.(*mqttsn.Encapsulated); ok {
+		// A frame relayed by a forwarder: the node behind it is the client
+		// (the codec has checked the wrapper and refused nesting, A17).
+		if !g.cfg.AcceptForwarders {
+			g.stats.malformed.Add(1)
+			g.log.Debug().Str("peer", from.String()).Msg("dropped an encapsulated frame: forwarder.enabled is off")
+			return
+		}
+		g.stats.encapsulated.Add(1)
+		p.node = string(e.NodeID)
+		msg = e.Message
+	}
+	if msg.Type() == mqttsn.TypeSearchGW {
+		// §6.1: answered at once and to the sender only; GWINFO from a
+		// gateway is 3 octets, no larger than the SEARCHGW (no amplification).
+		send(p, &mqttsn.GwInfo{GwID: g.cfg.GatewayID})
 		return
 	}
-	p := peer{via: via, addr: from}
 
 	g.mu.Lock()
 	s := g.byPeer[p]
@@ -349,7 +379,7 @@ func (g *Gateway) Close(ctx context.Context) error {
 // the common replies allocation-free.
 func send(p peer, m mqttsn.Message) {
 	var buf [64]byte
-	b, err := m.AppendBinary(buf[:0])
+	b, err := p.encode(buf[:0], m)
 	if err != nil {
 		return
 	}

@@ -64,14 +64,15 @@ func startGatewayWith(t *testing.T, url string, mod func(*gateway.Config), upMod
 		t.Fatal(err)
 	}
 	cfg := gateway.Config{
-		RetryInterval:   testRetry,
-		MaxRetries:      testRetries,
-		UpstreamTimeout: 5 * time.Second,
-		SessionExpiry:   time.Minute,
-		SleepBufferQoS0: true,
-		ReceiveMaximum:  4,
-		Predefined:      pre,
-		QoSMinus1:       true,
+		RetryInterval:    testRetry,
+		MaxRetries:       testRetries,
+		UpstreamTimeout:  5 * time.Second,
+		SessionExpiry:    time.Minute,
+		SleepBufferQoS0:  true,
+		ReceiveMaximum:   4,
+		Predefined:       pre,
+		QoSMinus1:        true,
+		AcceptForwarders: true,
 	}
 	if mod != nil {
 		mod(&cfg)

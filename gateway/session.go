@@ -388,7 +388,7 @@ func (s *session) onTimer(now time.Time) {
 
 // send encodes m into the session's buffer and writes it to the client.
 func (s *session) send(m mqttsn.Message) {
-	b, err := m.AppendBinary(s.wbuf[:0])
+	b, err := s.peer.encode(s.wbuf[:0], m)
 	if err != nil {
 		s.log.Error().Err(err).Msg("cannot encode reply")
 		return

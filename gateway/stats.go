@@ -7,7 +7,8 @@ import "sync/atomic"
 // views of it.
 type Stats struct {
 	Datagrams        uint64 // datagrams handed to the gateway
-	Malformed        uint64 // datagrams that did not decode
+	Malformed        uint64 // datagrams that did not decode, and wrapped frames when forwarders are off
+	Encapsulated     uint64 // frames relayed by a forwarder and accepted
 	NoSession        uint64 // valid messages from an address with no session, answered or dropped
 	InboxFull        uint64 // messages dropped because the session's inbox was full
 	Unexpected       uint64 // valid messages the session's state had no use for
@@ -45,13 +46,14 @@ type counters struct {
 	publishUp, publishDown, retransmissions, unknownTopicID atomic.Uint64
 	downlinkDropped, qosMinus1, qosMinus1Dropped            atomic.Uint64
 	uplinkDropped, sleeps, wakeUps, resumes, moves          atomic.Uint64
-	movesRefused, identityRefused                           atomic.Uint64
+	movesRefused, identityRefused, encapsulated             atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
 	return Stats{
 		Datagrams:        c.datagrams.Load(),
 		Malformed:        c.malformed.Load(),
+		Encapsulated:     c.encapsulated.Load(),
 		NoSession:        c.noSession.Load(),
 		InboxFull:        c.inboxFull.Load(),
 		Unexpected:       c.unexpected.Load(),

@@ -320,6 +320,7 @@ func gatewayConfig(cfg config.Config) (gateway.Config, error) {
 		SleepMaxBytes:      cfg.Sleep.MaxBytes,
 		SleepBufferQoS0:    cfg.Sleep.BufferQoS0,
 		AllowAddressChange: cfg.Sleep.AllowAddressChange,
+		AcceptForwarders:   cfg.Forwarder.Enabled,
 		QoSMinus1:          cfg.QoSMinus1.Enabled,
 		QoSMinus1Senders:   cfg.QoSMinus1.AllowedSenders,
 		BindClientID:       cfg.DTLS.BindClientID,

@@ -36,6 +36,7 @@ type Config struct {
 	Session          SessionConfig
 	PredefinedTopics []PredefinedTopic // nil when the file has none
 	QoSMinus1        QoSMinus1Config
+	Forwarder        ForwarderConfig
 	Sleep            SleepConfig
 	Log              LogConfig
 }
@@ -178,6 +179,15 @@ type QoSMinus1Config struct {
 	AllowedSenders []netip.Prefix
 }
 
+// ForwarderConfig is the [forwarder] table: MQTT-SN frames relayed by a
+// forwarder in the Encapsulated wrapper (MQTT-SN 1.2 §5.5).
+type ForwarderConfig struct {
+	// Enabled accepts encapsulated frames: each wireless node behind a
+	// forwarder is a client of its own, and replies are wrapped with its
+	// node id. False drops them (counted as malformed).
+	Enabled bool
+}
+
 // SleepConfig is the [sleep] table: sleeping sensors (MQTT-SN 1.2 §6.14).
 // A sensor that sends DISCONNECT with a Duration is asleep; the gateway
 // buffers the messages for it until it wakes up with PINGREQ.
@@ -254,6 +264,7 @@ func Default() Config {
 			AllowZeroKeepAlive: false,
 		},
 		QoSMinus1: QoSMinus1Config{Enabled: true},
+		Forwarder: ForwarderConfig{Enabled: true},
 		Sleep: SleepConfig{
 			Tolerance:          1.5,
 			MaxMessages:        100,

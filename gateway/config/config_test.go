@@ -50,6 +50,7 @@ func TestShippedFileHasEveryKey(t *testing.T) {
 		"embedded_broker": rawEmbeddedBroker{},
 		"session":         rawSession{},
 		"qos_minus1":      rawQoSMinus1{},
+		"forwarder":       rawForwarder{},
 		"sleep":           rawSleep{},
 		"log":             rawLog{},
 	}
@@ -213,6 +214,8 @@ timeout = "5m"`,
 		{"keep alive 1000ms", `upstream.keep_alive = "5000ms"`, func(c *Config) { c.Upstream.KeepAlive = 5 * time.Second }},
 		{"ca file empty with embedded broker", `upstream.ca_file = ""`, func(c *Config) {}},
 
+		// [forwarder]
+		{"forwarders refused", "[forwarder]\nenabled = false", func(c *Config) { c.Forwarder.Enabled = false }},
 		// [qos_minus1]
 		{"qos -1 disabled", "[qos_minus1]\nenabled = false", func(c *Config) { c.QoSMinus1.Enabled = false }},
 		{"qos -1 no senders listed", "[qos_minus1]\nallowed_senders = []", func(c *Config) {}},
@@ -465,6 +468,8 @@ func TestParseErrors(t *testing.T) {
 			},
 		},
 
+		// [forwarder]
+		{"forwarder enabled not a boolean", "[forwarder]\nenabled = 1", []problem{{"forwarder.enabled", "must be a boolean (true or false), not the integer 1"}}},
 		// [qos_minus1]
 		{"qos -1 not a table", "qos_minus1 = true", []problem{{"qos_minus1", "must be a table ([qos_minus1]), not the boolean true"}}},
 		{"qos -1 unknown key", "[qos_minus1]\nsenders = []", []problem{{"qos_minus1.senders", "unknown key"}}},

@@ -52,6 +52,7 @@ type document struct {
 	Session          toml.Primitive `toml:"session"`
 	PredefinedTopics toml.Primitive `toml:"predefined_topics"`
 	QoSMinus1        toml.Primitive `toml:"qos_minus1"`
+	Forwarder        toml.Primitive `toml:"forwarder"`
 	Sleep            toml.Primitive `toml:"sleep"`
 	Log              toml.Primitive `toml:"log"`
 }
@@ -126,6 +127,10 @@ type rawQoSMinus1 struct {
 	AllowedSenders value `toml:"allowed_senders"`
 }
 
+type rawForwarder struct {
+	Enabled value `toml:"enabled"`
+}
+
 type rawSleep struct {
 	Tolerance          value `toml:"tolerance"`
 	MaxMessages        value `toml:"max_messages"`
@@ -178,6 +183,7 @@ func parse(name string, data []byte) (Config, error) {
 		eb  rawEmbeddedBroker
 		ses rawSession
 		qm1 rawQoSMinus1
+		fwd rawForwarder
 		slp rawSleep
 		lg  rawLog
 	)
@@ -189,6 +195,7 @@ func parse(name string, data []byte) (Config, error) {
 	d.table("session", doc.Session, &ses)
 	topics := d.topicTables(doc.PredefinedTopics)
 	d.table("qos_minus1", doc.QoSMinus1, &qm1)
+	d.table("forwarder", doc.Forwarder, &fwd)
 	d.table("sleep", doc.Sleep, &slp)
 	d.table("log", doc.Log, &lg)
 
@@ -203,6 +210,7 @@ func parse(name string, data []byte) (Config, error) {
 		Session:          d.session(ses, def.Session),
 		PredefinedTopics: d.topics(topics),
 		QoSMinus1:        d.qosMinus1(qm1, def.QoSMinus1),
+		Forwarder:        d.forwarder(fwd, def.Forwarder),
 		Sleep:            d.sleep(slp, def.Sleep),
 		Log:              d.log(lg, def.Log),
 	}
@@ -693,6 +701,11 @@ func (d *decoder) topics(raw []rawTopic) []PredefinedTopic {
 		}
 	}
 	return topics
+}
+
+func (d *decoder) forwarder(r rawForwarder, def ForwarderConfig) ForwarderConfig {
+	enabled, _ := d.boolean("forwarder.enabled", r.Enabled, def.Enabled)
+	return ForwarderConfig{Enabled: enabled}
 }
 
 func (d *decoder) qosMinus1(r rawQoSMinus1, def QoSMinus1Config) QoSMinus1Config {
