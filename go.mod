@@ -8,6 +8,7 @@ require (
 	github.com/mochi-mqtt/server/v2 v2.7.9
 	github.com/pion/dtls/v3 v3.1.15
 	github.com/rs/zerolog v1.35.1
+	golang.org/x/net v0.49.0
 )
 
 require (

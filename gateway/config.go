@@ -37,6 +37,10 @@ type Config struct {
 	SleepBufferQoS0    bool
 	AllowAddressChange bool
 
+	// GWInfoDelayMax delays each GWINFO answer by a random time up to it
+	// (§6.1); see also Gateway.SetGWInfoMulticast.
+	GWInfoDelayMax time.Duration
+
 	// AcceptForwarders accepts frames a forwarder wrapped (§5.5): each node
 	// behind a forwarder is a client of its own, keyed by the forwarder's
 	// address and the node id, and its replies are wrapped the same way.

@@ -59,9 +59,11 @@ type Gateway struct {
 	closing    bool
 	sessions   sync.WaitGroup
 
-	minus1       *minus1Forwarder
-	stats        counters
-	fullLoggedAt atomic.Int64 // when "gateway full" was last logged (UnixNano)
+	minus1          *minus1Forwarder
+	stats           counters
+	fullLoggedAt    atomic.Int64                       // when "gateway full" was last logged (UnixNano)
+	gwinfoPending   atomic.Bool                        // a delayed GWINFO is waiting to be sent
+	gwinfoMulticast atomic.Pointer[func([]byte) error] // where GWINFO goes instead of the sender
 }
 
 // New returns a gateway that bridges clients to the broker through up.
@@ -123,9 +125,7 @@ func (g *Gateway) HandleDatagram(via transport.Sender, from netip.AddrPort, b []
 		msg = e.Message
 	}
 	if msg.Type() == mqttsn.TypeSearchGW {
-		// §6.1: answered at once and to the sender only; GWINFO from a
-		// gateway is 3 octets, no larger than the SEARCHGW (no amplification).
-		send(p, &mqttsn.GwInfo{GwID: g.cfg.GatewayID})
+		g.searchGW(p)
 		return
 	}
 

@@ -9,6 +9,8 @@ type Stats struct {
 	Datagrams        uint64 // datagrams handed to the gateway
 	Malformed        uint64 // datagrams that did not decode, and wrapped frames when forwarders are off
 	Encapsulated     uint64 // frames relayed by a forwarder and accepted
+	Searches         uint64 // SEARCHGW received
+	Advertisements   uint64 // ADVERTISE sent
 	NoSession        uint64 // valid messages from an address with no session, answered or dropped
 	InboxFull        uint64 // messages dropped because the session's inbox was full
 	Unexpected       uint64 // valid messages the session's state had no use for
@@ -47,6 +49,7 @@ type counters struct {
 	downlinkDropped, qosMinus1, qosMinus1Dropped            atomic.Uint64
 	uplinkDropped, sleeps, wakeUps, resumes, moves          atomic.Uint64
 	movesRefused, identityRefused, encapsulated             atomic.Uint64
+	searches, advertisements                                atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -54,6 +57,8 @@ func (c *counters) snapshot() Stats {
 		Datagrams:        c.datagrams.Load(),
 		Malformed:        c.malformed.Load(),
 		Encapsulated:     c.encapsulated.Load(),
+		Searches:         c.searches.Load(),
+		Advertisements:   c.advertisements.Load(),
 		NoSession:        c.noSession.Load(),
 		InboxFull:        c.inboxFull.Load(),
 		Unexpected:       c.unexpected.Load(),

@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -259,6 +260,10 @@ func run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 		}()
 	}
 
+	if d := cfg.Discovery; d.AdvertiseInterval > 0 || d.ReplyMulticast {
+		startDiscovery(ctx, cfg, gw, listeners[0].(*transport.UDPListener).LocalAddr().Addr(), log)
+	}
+
 	if cfg.DTLS.Enabled() {
 		opts, err := dtlsOptions(cfg, psks, log.With().Str("component", "dtls").Logger())
 		if err != nil {
@@ -292,6 +297,27 @@ func run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 	}
 }
 
+// startDiscovery sends ADVERTISE on the interval and, with reply_multicast,
+// GWINFO to the discovery group, out of the interface of local (the first UDP
+// listener's address). A network without multicast is logged, not fatal:
+// the gateway works without discovery.
+func startDiscovery(ctx context.Context, cfg config.Config, gw *gateway.Gateway, local netip.Addr, log zerolog.Logger) {
+	d := cfg.Discovery
+	m, err := transport.DialMulticast(d.Address, local, d.TTL)
+	if err != nil {
+		log.Error().Err(err).Msg("gateway discovery is off: cannot send to the multicast group")
+		return
+	}
+	context.AfterFunc(ctx, func() { _ = m.Close() })
+	if d.ReplyMulticast {
+		gw.SetGWInfoMulticast(m.Send)
+	}
+	if d.AdvertiseInterval > 0 {
+		log.Info().Stringer("group", d.Address).Dur("interval", d.AdvertiseInterval).Int("ttl", d.TTL).Msg("advertising the gateway")
+		go gw.Advertise(ctx, m.Send, d.AdvertiseInterval)
+	}
+}
+
 // gatewayConfig is the gateway core's part of the configuration.
 func gatewayConfig(cfg config.Config) (gateway.Config, error) {
 	var pre []topicmap.PredefinedTopic
@@ -321,6 +347,7 @@ func gatewayConfig(cfg config.Config) (gateway.Config, error) {
 		SleepBufferQoS0:    cfg.Sleep.BufferQoS0,
 		AllowAddressChange: cfg.Sleep.AllowAddressChange,
 		AcceptForwarders:   cfg.Forwarder.Enabled,
+		GWInfoDelayMax:     cfg.Discovery.GWInfoDelayMax,
 		QoSMinus1:          cfg.QoSMinus1.Enabled,
 		QoSMinus1Senders:   cfg.QoSMinus1.AllowedSenders,
 		BindClientID:       cfg.DTLS.BindClientID,

@@ -37,6 +37,7 @@ type Config struct {
 	PredefinedTopics []PredefinedTopic // nil when the file has none
 	QoSMinus1        QoSMinus1Config
 	Forwarder        ForwarderConfig
+	Discovery        DiscoveryConfig
 	Sleep            SleepConfig
 	Log              LogConfig
 }
@@ -179,6 +180,25 @@ type QoSMinus1Config struct {
 	AllowedSenders []netip.Prefix
 }
 
+// DiscoveryConfig is the [discovery] table: gateway advertisement and
+// discovery (MQTT-SN 1.2 §6.1).
+type DiscoveryConfig struct {
+	// AdvertiseInterval is the time between two ADVERTISE messages; 0
+	// disables them. Whole seconds, 1s..18h12m15s (65535 s) otherwise.
+	AdvertiseInterval time.Duration
+	// Address is the multicast group and port ADVERTISE (and, with
+	// ReplyMulticast, GWINFO) is sent to, out of the interface of the first
+	// udp.listen address.
+	Address netip.AddrPort
+	// TTL is the multicast TTL (IPv6 hop limit), 1..255.
+	TTL int
+	// ReplyMulticast sends GWINFO to Address instead of to the SEARCHGW's
+	// sender.
+	ReplyMulticast bool
+	// GWInfoDelayMax delays each GWINFO by a random time up to it, 0s..10s.
+	GWInfoDelayMax time.Duration
+}
+
 // ForwarderConfig is the [forwarder] table: MQTT-SN frames relayed by a
 // forwarder in the Encapsulated wrapper (MQTT-SN 1.2 §5.5).
 type ForwarderConfig struct {
@@ -265,6 +285,11 @@ func Default() Config {
 		},
 		QoSMinus1: QoSMinus1Config{Enabled: true},
 		Forwarder: ForwarderConfig{Enabled: true},
+		Discovery: DiscoveryConfig{
+			AdvertiseInterval: 15 * time.Minute,
+			Address:           netip.MustParseAddrPort("225.1.1.1:1884"),
+			TTL:               1,
+		},
 		Sleep: SleepConfig{
 			Tolerance:          1.5,
 			MaxMessages:        100,

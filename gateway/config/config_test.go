@@ -51,6 +51,7 @@ func TestShippedFileHasEveryKey(t *testing.T) {
 		"session":         rawSession{},
 		"qos_minus1":      rawQoSMinus1{},
 		"forwarder":       rawForwarder{},
+		"discovery":       rawDiscovery{},
 		"sleep":           rawSleep{},
 		"log":             rawLog{},
 	}
@@ -214,6 +215,12 @@ timeout = "5m"`,
 		{"keep alive 1000ms", `upstream.keep_alive = "5000ms"`, func(c *Config) { c.Upstream.KeepAlive = 5 * time.Second }},
 		{"ca file empty with embedded broker", `upstream.ca_file = ""`, func(c *Config) {}},
 
+		// [discovery]
+		{"advertise off", "[discovery]\nadvertise_interval = \"0s\"", func(c *Config) { c.Discovery.AdvertiseInterval = 0 }},
+		{"ipv6 group", "[discovery]\naddress = \"[ff02::1]:1884\"\nttl = 3", func(c *Config) {
+			c.Discovery.Address = netip.MustParseAddrPort("[ff02::1]:1884")
+			c.Discovery.TTL = 3
+		}},
 		// [forwarder]
 		{"forwarders refused", "[forwarder]\nenabled = false", func(c *Config) { c.Forwarder.Enabled = false }},
 		// [qos_minus1]
@@ -468,6 +475,10 @@ func TestParseErrors(t *testing.T) {
 			},
 		},
 
+		// [discovery]
+		{"discovery not multicast", "[discovery]\naddress = \"10.0.0.1:1884\"", []problem{{"discovery.address", "10.0.0.1 is not a multicast address (224.0.0.0/4 or ff00::/8)"}}},
+		{"discovery ttl", "[discovery]\nttl = 0", []problem{{"discovery.ttl", "0 is out of range 1..255"}}},
+		{"discovery delay", "[discovery]\ngwinfo_delay_max = \"1m\"", []problem{{"discovery.gwinfo_delay_max", "\"1m\" is out of range 0s..10s"}}},
 		// [forwarder]
 		{"forwarder enabled not a boolean", "[forwarder]\nenabled = 1", []problem{{"forwarder.enabled", "must be a boolean (true or false), not the integer 1"}}},
 		// [qos_minus1]

@@ -53,6 +53,7 @@ type document struct {
 	PredefinedTopics toml.Primitive `toml:"predefined_topics"`
 	QoSMinus1        toml.Primitive `toml:"qos_minus1"`
 	Forwarder        toml.Primitive `toml:"forwarder"`
+	Discovery        toml.Primitive `toml:"discovery"`
 	Sleep            toml.Primitive `toml:"sleep"`
 	Log              toml.Primitive `toml:"log"`
 }
@@ -127,6 +128,14 @@ type rawQoSMinus1 struct {
 	AllowedSenders value `toml:"allowed_senders"`
 }
 
+type rawDiscovery struct {
+	AdvertiseInterval value `toml:"advertise_interval"`
+	Address           value `toml:"address"`
+	TTL               value `toml:"ttl"`
+	ReplyMulticast    value `toml:"reply_multicast"`
+	GWInfoDelayMax    value `toml:"gwinfo_delay_max"`
+}
+
 type rawForwarder struct {
 	Enabled value `toml:"enabled"`
 }
@@ -184,6 +193,7 @@ func parse(name string, data []byte) (Config, error) {
 		ses rawSession
 		qm1 rawQoSMinus1
 		fwd rawForwarder
+		dsc rawDiscovery
 		slp rawSleep
 		lg  rawLog
 	)
@@ -196,6 +206,7 @@ func parse(name string, data []byte) (Config, error) {
 	topics := d.topicTables(doc.PredefinedTopics)
 	d.table("qos_minus1", doc.QoSMinus1, &qm1)
 	d.table("forwarder", doc.Forwarder, &fwd)
+	d.table("discovery", doc.Discovery, &dsc)
 	d.table("sleep", doc.Sleep, &slp)
 	d.table("log", doc.Log, &lg)
 
@@ -211,6 +222,7 @@ func parse(name string, data []byte) (Config, error) {
 		PredefinedTopics: d.topics(topics),
 		QoSMinus1:        d.qosMinus1(qm1, def.QoSMinus1),
 		Forwarder:        d.forwarder(fwd, def.Forwarder),
+		Discovery:        d.discovery(dsc, def.Discovery),
 		Sleep:            d.sleep(slp, def.Sleep),
 		Log:              d.log(lg, def.Log),
 	}
@@ -701,6 +713,34 @@ func (d *decoder) topics(raw []rawTopic) []PredefinedTopic {
 		}
 	}
 	return topics
+}
+
+func (d *decoder) discovery(r rawDiscovery, def DiscoveryConfig) DiscoveryConfig {
+	c := def
+	const ivKey = "discovery.advertise_interval"
+	if iv, ok := d.seconds(ivKey, r.AdvertiseInterval, def.AdvertiseInterval, 0, 0xFFFF*time.Second); ok {
+		c.AdvertiseInterval = iv
+	}
+	if s, ok := d.str("discovery.address", r.Address, def.Address.String()); ok {
+		switch ap, err := netip.ParseAddrPort(s); {
+		case err != nil:
+			d.fail("discovery.address", "%q is not an IP address and port such as \"225.1.1.1:1884\" or \"[ff02::1]:1884\"", s)
+		case !ap.Addr().IsMulticast():
+			d.fail("discovery.address", "%s is not a multicast address (224.0.0.0/4 or ff00::/8)", ap.Addr())
+		case ap.Port() == 0:
+			d.fail("discovery.address", "%q has port 0", s)
+		default:
+			c.Address = ap
+		}
+	}
+	if ttl, ok := d.integer("discovery.ttl", r.TTL, int64(def.TTL), 1, 255); ok {
+		c.TTL = int(ttl)
+	}
+	c.ReplyMulticast, _ = d.boolean("discovery.reply_multicast", r.ReplyMulticast, def.ReplyMulticast)
+	if dm, ok := d.duration("discovery.gwinfo_delay_max", r.GWInfoDelayMax, def.GWInfoDelayMax, 0, 10*time.Second); ok {
+		c.GWInfoDelayMax = dm
+	}
+	return c
 }
 
 func (d *decoder) forwarder(r rawForwarder, def ForwarderConfig) ForwarderConfig {
