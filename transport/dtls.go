@@ -430,8 +430,7 @@ func (l *DTLSListener) Serve(h Handler) error {
 
 	// One extra byte makes an oversize datagram visible.
 	buf := make([]byte, l.rawLimit+1)
-	var errsInRow int
-	var delay time.Duration
+	var pacer errorPacer
 	for {
 		n, from, err := l.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
@@ -439,33 +438,17 @@ func (l *DTLSListener) Serve(h Handler) error {
 				return nil
 			}
 			l.readErrors.Add(1)
-			errsInRow++
-			if errsInRow > 1 {
-				delay = min(max(2*delay, minReadErrorDelay), maxReadErrorDelay)
-				if !l.pause(delay) {
-					return nil
-				}
+			if !pacer.failed(l.done) {
+				return nil
 			}
 			continue
 		}
-		errsInRow, delay = 0, 0
+		pacer.reset()
 		if n > l.rawLimit {
 			l.oversizeDropped.Add(1)
 			continue
 		}
 		l.dispatch(buf[:n], unmap(from), h)
-	}
-}
-
-// pause waits for d and reports false if the listener was closed meanwhile.
-func (l *DTLSListener) pause(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-l.done:
-		return false
 	}
 }
 

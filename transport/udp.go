@@ -188,8 +188,7 @@ func (l *UDPListener) serve(h Handler, read readFunc) error {
 	// truncates a datagram to the buffer it is read into.
 	buf := make([]byte, l.maxDatagram+1)
 	var s Sender = l
-	var errsInRow int
-	var delay time.Duration
+	var pacer errorPacer
 	for {
 		n, from, err := read(buf)
 		if err != nil {
@@ -197,16 +196,12 @@ func (l *UDPListener) serve(h Handler, read readFunc) error {
 				return nil
 			}
 			l.readErrors.Add(1)
-			errsInRow++
-			if errsInRow > 1 {
-				delay = min(max(2*delay, minReadErrorDelay), maxReadErrorDelay)
-				if !l.pause(delay) {
-					return nil
-				}
+			if !pacer.failed(l.done) {
+				return nil
 			}
 			continue
 		}
-		errsInRow, delay = 0, 0
+		pacer.reset()
 		if n > l.maxDatagram {
 			l.oversizeDropped.Add(1)
 			continue
@@ -216,17 +211,35 @@ func (l *UDPListener) serve(h Handler, read readFunc) error {
 	}
 }
 
-// pause waits for d and reports false if the listener was closed meanwhile.
-func (l *UDPListener) pause(d time.Duration) bool {
-	t := time.NewTimer(d)
+// errorPacer paces a read loop through repeated read errors: the first
+// error in a row is retried at once, the next ones after a pause that
+// doubles from minReadErrorDelay up to maxReadErrorDelay, so that an error
+// that repeats cannot spin the loop.
+type errorPacer struct {
+	inRow int
+	delay time.Duration
+}
+
+// failed records a read error and pauses if errors repeat; it reports false
+// if done was closed meanwhile.
+func (p *errorPacer) failed(done <-chan struct{}) bool {
+	p.inRow++
+	if p.inRow == 1 {
+		return true
+	}
+	p.delay = min(max(2*p.delay, minReadErrorDelay), maxReadErrorDelay)
+	t := time.NewTimer(p.delay)
 	defer t.Stop()
 	select {
 	case <-t.C:
 		return true
-	case <-l.done:
+	case <-done:
 		return false
 	}
 }
+
+// reset records a successful read.
+func (p *errorPacer) reset() { p.inRow, p.delay = 0, 0 }
 
 // WriteTo sends b as one datagram to addr. It is safe for concurrent use,
 // does not retain b and does not allocate on success.
