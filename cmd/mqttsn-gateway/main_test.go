@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -86,6 +87,93 @@ format = "json"
 `)
 		testSIGINT(t, bin, path)
 	})
+
+	t.Run("PSK file reloaded on SIGHUP", func(t *testing.T) {
+		testSIGHUP(t, bin)
+	})
+}
+
+// testSIGHUP runs the gateway with a DTLS listener and a PSK file, rewrites
+// the file and sends SIGHUP: the new table is logged as reloaded; a broken
+// file is logged as not reloaded and the gateway goes on.
+func testSIGHUP(t *testing.T, bin string) {
+	dir := t.TempDir()
+	psk := filepath.Join(dir, "sensors.psk.toml")
+	writePSK := func(text string) {
+		if err := os.WriteFile(psk, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writePSK("[[psk]]\nidentity = \"a\"\nkey = \"00112233445566778899aabbccddeeff\"\n")
+	path := writeConfig(t, `[udp]
+listen = ["127.0.0.1:0"]
+[dtls]
+listen = ["127.0.0.1:0"]
+psk_file = "`+psk+`"
+[embedded_broker]
+listen = "127.0.0.1:0"
+[discovery]
+advertise_interval = "0s"
+[log]
+format = "json"
+`)
+	cmd := exec.Command(bin, "-config", path)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	lines := make(chan map[string]any, 100)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var rec map[string]any
+			if json.Unmarshal(sc.Bytes(), &rec) == nil {
+				lines <- rec
+			}
+		}
+	}()
+	waitFor := func(msg string) map[string]any {
+		t.Helper()
+		deadline := time.After(10 * time.Second)
+		for {
+			select {
+			case rec, ok := <-lines:
+				if !ok {
+					t.Fatalf("the gateway exited before logging %q", msg)
+				}
+				if rec["message"] == msg {
+					return rec
+				}
+			case <-deadline:
+				t.Fatalf("no %q in the log", msg)
+			}
+		}
+	}
+	waitFor("MQTT-SN listening on DTLS")
+
+	writePSK("[[psk]]\nidentity = \"a\"\nkey = \"00112233445566778899aabbccddeeff\"\n[[psk]]\nidentity = \"b\"\nkey = \"ffeeddccbbaa99887766554433221100\"\n")
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if rec := waitFor("PSK file reloaded"); rec["identities"] != float64(2) {
+		t.Errorf("reloaded %v identities, want 2", rec["identities"])
+	}
+	writePSK("[[psk]]\nidentity = \"c\"\nkey = \"zz\"\n")
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if rec := waitFor("PSK file not reloaded; keeping the previous keys"); rec["level"] != "error" {
+		t.Errorf("a broken PSK file was logged at %v, want error", rec["level"])
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("stopped")
 }
 
 // runBinary runs bin with args to completion, within 10 s.
