@@ -430,26 +430,8 @@ func (l *DTLSListener) Serve(h Handler) error {
 
 	// One extra byte makes an oversize datagram visible.
 	buf := make([]byte, l.rawLimit+1)
-	var pacer errorPacer
-	for {
-		n, from, err := l.conn.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			if l.closed.Load() || errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			l.readErrors.Add(1)
-			if !pacer.failed(l.done) {
-				return nil
-			}
-			continue
-		}
-		pacer.reset()
-		if n > l.rawLimit {
-			l.oversizeDropped.Add(1)
-			continue
-		}
-		l.dispatch(buf[:n], unmap(from), h)
-	}
+	return readLoop(buf, l.rawLimit, l.conn.ReadFromUDPAddrPort, &l.closed, l.done, &l.readErrors, &l.oversizeDropped,
+		func(b []byte, from netip.AddrPort) { l.dispatch(b, from, h) })
 }
 
 // dispatch routes one raw datagram to its peer's queue, starting a handshake

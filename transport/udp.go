@@ -188,26 +188,38 @@ func (l *UDPListener) serve(h Handler, read readFunc) error {
 	// truncates a datagram to the buffer it is read into.
 	buf := make([]byte, l.maxDatagram+1)
 	var s Sender = l
+	return readLoop(buf, l.maxDatagram, read, &l.closed, l.done, &l.readErrors, &l.oversizeDropped,
+		func(b []byte, from netip.AddrPort) {
+			l.received.Add(1)
+			h(s, from, b)
+		})
+}
+
+// readLoop reads datagrams into buf with read until the socket is closed
+// (closed set or net.ErrClosed; then it returns nil), drops and counts those
+// longer than limit, counts read errors and paces repeated ones, and hands
+// every other datagram, with its unmapped source, to deliver. b aliases buf.
+func readLoop(buf []byte, limit int, read readFunc, closed *atomic.Bool, done <-chan struct{},
+	readErrors, oversize *atomic.Uint64, deliver func(b []byte, from netip.AddrPort)) error {
 	var pacer errorPacer
 	for {
 		n, from, err := read(buf)
 		if err != nil {
-			if l.closed.Load() || errors.Is(err, net.ErrClosed) {
+			if closed.Load() || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			l.readErrors.Add(1)
-			if !pacer.failed(l.done) {
+			readErrors.Add(1)
+			if !pacer.failed(done) {
 				return nil
 			}
 			continue
 		}
 		pacer.reset()
-		if n > l.maxDatagram {
-			l.oversizeDropped.Add(1)
+		if n > limit {
+			oversize.Add(1)
 			continue
 		}
-		l.received.Add(1)
-		h(s, unmap(from), buf[:n])
+		deliver(buf[:n], unmap(from))
 	}
 }
 
