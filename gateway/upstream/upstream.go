@@ -97,11 +97,12 @@ func (up *Upstream) Connect(ctx context.Context, p gateway.ConnectParams, h gate
 	if err != nil {
 		return nil, fmt.Errorf("upstream: dial %s: %w", up.address, err)
 	}
-	c := &conn{net: nc, handler: h, log: up.opts.Log}
+	c := &conn{net: nc, handler: h, log: up.opts.Log, pinger: new(timerPinger)}
 	c.state = deferredAcks{State: state.NewInMemory(), ended: c.ended}
 	c.client = paho.NewClient(paho.ClientConfig{
 		Conn:               nc,
 		Session:            c.state,
+		PingHandler:        c.pinger,
 		OnPublishReceived:  []func(paho.PublishReceived) (bool, error){c.onPublish},
 		OnClientError:      c.onError,
 		OnServerDisconnect: c.onServerDisconnect,
@@ -126,6 +127,7 @@ func (up *Upstream) Connect(ctx context.Context, p gateway.ConnectParams, h gate
 	}
 	ca, err := c.client.Connect(ctx, cp)
 	if err != nil {
+		c.pinger.stop()
 		_ = nc.Close()
 		_ = c.state.Close()
 		if ca != nil {
@@ -210,6 +212,7 @@ func (s deferredAcks) ConnectionLost(dp *packets.Disconnect) error {
 type conn struct {
 	client  *paho.Client
 	state   deferredAcks
+	pinger  *timerPinger
 	net     net.Conn
 	handler gateway.ConnHandler
 	log     zerolog.Logger
@@ -284,6 +287,7 @@ func (c *conn) lost(err error) {
 
 // finish waits for paho to stop and releases the session state.
 func (c *conn) finish() {
+	c.pinger.stop()
 	select {
 	case <-c.client.Done():
 	case <-time.After(5 * time.Second):

@@ -1,0 +1,129 @@
+package upstream
+
+import (
+	"context"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/eclipse/paho.golang/packets"
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/log"
+)
+
+// timerPinger keeps a broker connection alive like paho's DefaultPinger,
+// but on a timer instead of a goroutine: its Run arms the timer and returns
+// at once, so a connection costs paho's reader and router goroutines only.
+// With thousands of sleeping sensors, each holding a connection that does
+// nothing but ping, the pinger goroutine was a quarter of their memory.
+//
+// It sends PINGREQ when the connection has not both sent and received a
+// packet within the keep-alive (as DefaultPinger does, so that a half-open
+// connection is noticed even while the gateway only publishes), and closes
+// the connection when a PINGREQ is not answered by the next check; paho's
+// reader then fails and reports the loss.
+type timerPinger struct {
+	mu           sync.Mutex
+	interval     time.Duration
+	conn         net.Conn
+	timer        *time.Timer
+	stopped      bool
+	lastSent     time.Time
+	lastReceived time.Time
+	lastPingSent time.Time
+	lastPingResp time.Time
+}
+
+var _ paho.Pinger = (*timerPinger)(nil)
+
+// Run starts keeping conn alive every keepAlive seconds until stop. It does
+// not block. (Stopping with ctx, which paho cancels when the connection
+// ends, would cost every connection a context.AfterFunc registration; the
+// connection's owner calls stop instead.)
+func (p *timerPinger) Run(_ context.Context, conn net.Conn, keepAlive uint16) error {
+	if keepAlive == 0 {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return nil
+	}
+	p.interval = time.Duration(keepAlive) * time.Second
+	p.conn = conn
+	p.timer = time.AfterFunc(p.interval, p.check)
+	return nil
+}
+
+// stop ends the pinging for good.
+func (p *timerPinger) stop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stopped = true
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+}
+
+// check runs when the timer fires: it sends a PINGREQ if one is due, or
+// closes a connection whose last PINGREQ went unanswered.
+func (p *timerPinger) check() {
+	p.mu.Lock()
+	if p.stopped {
+		p.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	if !p.lastPingSent.IsZero() && p.lastPingSent.After(p.lastPingResp) {
+		p.stopped = true
+		p.mu.Unlock()
+		_ = p.conn.Close() // no PINGRESP within a keep-alive
+		return
+	}
+	due := p.lastReceived.Add(p.interval)
+	if p.lastSent.Before(p.lastReceived) {
+		due = p.lastSent.Add(p.interval)
+	}
+	if now.Before(due) {
+		p.timer.Reset(due.Sub(now))
+		p.mu.Unlock()
+		return
+	}
+	p.lastPingSent = now
+	p.timer.Reset(p.interval)
+	conn := p.conn
+	p.mu.Unlock()
+	// The timer's own goroutine may block in the write; closing the
+	// connection ends it.
+	if _, err := packets.NewControlPacket(packets.PINGREQ).WriteTo(conn); err != nil {
+		p.stop()
+		_ = conn.Close()
+	}
+}
+
+// PacketSent notes that a packet went to the broker.
+func (p *timerPinger) PacketSent() {
+	now := time.Now()
+	p.mu.Lock()
+	p.lastSent = now
+	p.mu.Unlock()
+}
+
+// PacketReceived notes that a packet came from the broker.
+func (p *timerPinger) PacketReceived() {
+	now := time.Now()
+	p.mu.Lock()
+	p.lastReceived = now
+	p.mu.Unlock()
+}
+
+// PingResp notes a PINGRESP.
+func (p *timerPinger) PingResp() {
+	now := time.Now()
+	p.mu.Lock()
+	p.lastPingResp = now
+	p.mu.Unlock()
+}
+
+// SetDebug is part of paho's Pinger; the pinger logs nothing.
+func (p *timerPinger) SetDebug(log.Logger) {}
