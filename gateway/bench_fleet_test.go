@@ -55,6 +55,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sensorgate/mqttsn-gateway/gateway"
+	"github.com/sensorgate/mqttsn-gateway/gateway/broker"
 	"github.com/sensorgate/mqttsn-gateway/gateway/upstream"
 	"github.com/sensorgate/mqttsn-gateway/internal/fleet"
 	"github.com/sensorgate/mqttsn-gateway/internal/testbroker"
@@ -326,9 +327,75 @@ type fleetBroker struct {
 	start func(b *testing.B) (url string, pid int)
 }
 
+// fleetBrokers are the brokers the fleet benchmarks run against: the
+// embedded broker (mochi) in the gateway's process, as the gateway binary
+// runs it by default, so that the figures are the whole process's; the same
+// embedded broker in a process of its own, so that they are the gateway's
+// alone; and mosquitto.
 var fleetBrokers = []fleetBroker{
 	{name: "embedded", fdsPerSensor: 2, start: func(b *testing.B) (string, int) { return testbroker.Embedded(b), 0 }},
+	{name: "embedded-apart", fdsPerSensor: 1, start: startFleetEmbeddedApart},
 	{name: "mosquitto", fdsPerSensor: 1, start: startFleetMosquitto},
+}
+
+// brokerHelperEnv makes TestBrokerHelper run the embedded broker.
+const brokerHelperEnv = "FLEET_BROKER_HELPER"
+
+// TestBrokerHelper is the embedded broker's process of the fleet
+// benchmarks ("embedded-apart"). It does nothing (skips) unless a benchmark
+// started it: then it prints "broker: <address>" and serves until its
+// stdin closes.
+func TestBrokerHelper(t *testing.T) {
+	if os.Getenv(brokerHelperEnv) == "" {
+		t.Skip("the fleet benchmarks' broker process; runs only when they start it")
+	}
+	b, err := broker.Start("127.0.0.1:0", zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("broker: %s\n", b.Addr())
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	_ = b.Close()
+}
+
+// startFleetEmbeddedApart runs the embedded broker in a child process
+// (this test binary again, running TestBrokerHelper).
+func startFleetEmbeddedApart(b *testing.B) (string, int) {
+	b.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestBrokerHelper$", "-test.count=1")
+	cmd.Env = append(os.Environ(), brokerHelperEnv+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("start the broker process: %v", err)
+	}
+	b.Cleanup(func() {
+		_ = stdin.Close()
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if addr, ok := strings.CutPrefix(sc.Text(), "broker: "); ok {
+			go func() { _, _ = io.Copy(io.Discard, stdout) }()
+			return "tcp://" + addr, cmd.Process.Pid
+		}
+	}
+	b.Fatalf("the broker process ended before it listened: %v", sc.Err())
+	return "", 0
 }
 
 // fleetEnvInt reads a positive integer from the environment.
@@ -646,7 +713,7 @@ func benchAsleep(b *testing.B, br fleetBroker, n int) {
 		float64(int64(after.stackInuse)-int64(before.stackInuse))/per/kib,
 		sys/kib, rss/kib, gor, fst.SetupSeconds, fst.Retries, fst.Refused, loadavg())
 	if brokerPID != 0 {
-		b.Logf("%s: mosquitto's own RSS grew by %.1f KiB per sensor (%d KiB before, %d KiB after)",
+		b.Logf("%s: the broker process's own RSS grew by %.1f KiB per sensor (%d KiB before, %d KiB after)",
 			br.name, float64(int64(brokerRSS1)-int64(brokerRSS0))/per/kib, brokerRSS0>>10, brokerRSS1>>10)
 	}
 	final := p.stop(b)
@@ -722,7 +789,7 @@ func benchIdle(b *testing.B, br fleetBroker, n int, window, settle time.Duration
 		br.name, n, ping, what, (cpu1 - cpu0).Round(time.Millisecond), wall.Round(time.Millisecond), core,
 		pings, float64(pings)/wall.Seconds(), pct(child1-child0), machine, runtime.NumCPU(), loadavg())
 	if brokerPID != 0 {
-		b.Logf("%s: mosquitto used %.2f %% of a core meanwhile", br.name, pct(broker1-broker0))
+		b.Logf("%s: the broker process used %.2f %% of a core meanwhile", br.name, pct(broker1-broker0))
 	}
 	if lost := st1.Lost - st0.Lost + st1.UpstreamLost - st0.UpstreamLost; lost != 0 || st1.Sessions != int64(n) {
 		b.Errorf("during the window %d sessions were lost; %d sessions now, want %d", lost, st1.Sessions, n)

@@ -265,7 +265,6 @@ func (g *Gateway) connect(p peer, m *mqttsn.Connect) {
 		g.byPeer[p] = s
 		g.sessions.Add(1)
 		g.stats.sessions.Add(1)
-		go s.run()
 	}
 	sameOwner := s.owner != "" && s.owner == owner
 	s.postControl(evConnect{peer: p, msg: m, owner: owner, sameOwner: sameOwner})

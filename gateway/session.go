@@ -60,26 +60,35 @@ func (s state) String() string { return stateNames[s] }
 // Capacities of a session's queues. The inbox drops when full (the client
 // retransmits); the upstream request queue answers congestion when full.
 const (
-	inboxSize     = 16
+	inboxSize     = 8
 	controlSize   = 8
 	opsSize       = 32
-	qos0Headroom  = 32 // downlink QoS 0 messages queued beside the Receive Maximum
+	qos0Headroom  = 16 // downlink QoS 0 messages queued beside the Receive Maximum
 	maxQoS2InFlow = 64 // uplink QoS 2 exchanges awaiting PUBREL
 )
 
-// session is one client's state. Exactly one goroutine, run, touches it;
-// everything else sends it events through its channels.
+// session is one client's state. Exactly one goroutine at a time, run,
+// touches it; everything else sends it events through its channels and
+// wakes it with kick.
+//
+// The run goroutine ends whenever the client is asleep or disconnected and
+// no event waits (it parks), and the next event starts a new one: a
+// sleeping client costs its state, not a goroutine. An active client keeps
+// its goroutine, so that no goroutine is started per message.
 type session struct {
 	g        *Gateway
 	clientID string
-	log      zerolog.Logger
 
 	inbox    chan inbound  // datagrams from the client, dropped when full
 	control  chan any      // CONNECT routing, upstream results and losses
+	tick     chan struct{} // the timer fired
 	opq      *opQueue      // requests for the upstream worker
 	quit     chan struct{} // closed by stop
-	loopDone chan struct{} // closed when run stops reading its channels
+	loopDone chan struct{} // closed when run stops reading its channels for good
 	quitOnce sync.Once
+	stopping atomic.Bool     // stop was called: quit is closed
+	runMu    sync.Mutex      // guards running
+	running  bool            // a run goroutine is (or is about to be) running
 	replaced atomic.Bool     // another client now owns this session's address
 	owner    string          // the authenticated identity that owns the session; guarded by g.mu
 	ctx      context.Context // cancelled when the session ends; bounds upstream requests
@@ -117,7 +126,7 @@ type session struct {
 	sleepAt     time.Time     // an asleep client is lost if silent until then
 	keepAliveAt time.Time     // an active client is lost if silent until then
 	expireAt    time.Time     // a persisted session is discarded then
-	timer       *time.Timer
+	timer       *time.Timer   // fires timerFired at armedFor
 	armedFor    time.Time
 	wbuf        []byte // encoding buffer for replies
 	workerIdle  bool   // the upstream worker may end when idle (asleep, disconnected)
@@ -187,9 +196,9 @@ func newSession(g *Gateway, clientID string, p peer) *session {
 	s := &session{
 		g:        g,
 		clientID: clientID,
-		log:      g.log.With().Str("client", clientID).Logger(),
 		inbox:    make(chan inbound, inboxSize),
 		control:  make(chan any, controlSize),
+		tick:     make(chan struct{}, 1),
 		quit:     make(chan struct{}),
 		loopDone: make(chan struct{}),
 		ctx:      ctx,
@@ -198,13 +207,63 @@ func newSession(g *Gateway, clientID string, p peer) *session {
 		reg:      topicmap.NewRegistry(g.cfg.Predefined, g.cfg.MaxTopics),
 	}
 	s.opq = newOpQueue(s.worker)
+	s.timer = time.AfterFunc(time.Hour, s.timerFired)
+	s.timer.Stop()
 	return s
+}
+
+// Log events about the session, with its ClientId. (A logger of its own,
+// zerolog's With, would cost every session half a kilobyte.)
+func (s *session) logDebug() *zerolog.Event { return s.g.log.Debug().Str("client", s.clientID) }
+func (s *session) logInfo() *zerolog.Event  { return s.g.log.Info().Str("client", s.clientID) }
+func (s *session) logWarn() *zerolog.Event  { return s.g.log.Warn().Str("client", s.clientID) }
+func (s *session) logError() *zerolog.Event { return s.g.log.Error().Str("client", s.clientID) }
+
+// kick makes sure a run goroutine will look at the session's channels:
+// everything that sends the session an event calls it after sending.
+func (s *session) kick() {
+	s.runMu.Lock()
+	start := !s.running
+	s.running = true
+	s.runMu.Unlock()
+	if start {
+		go s.run()
+	}
+}
+
+// timerFired runs on the timer's goroutine when the deadline armed comes.
+func (s *session) timerFired() {
+	select {
+	case s.tick <- struct{}{}:
+	default:
+	}
+	s.kick()
+}
+
+// waiting reports whether an event waits in one of the session's channels.
+// dl is the delivery channel the loop takes from (nil when it takes none).
+func (s *session) waiting(dl chan *Delivery) bool {
+	return len(s.inbox) > 0 || len(s.control) > 0 || len(s.tick) > 0 || len(dl) > 0 || s.stopping.Load()
+}
+
+// park ends the run goroutine if no event waits, and reports whether it
+// must end. A sender's kick that comes after this starts a new goroutine;
+// one that came before finds running still set, and park sees its event.
+func (s *session) park(dl chan *Delivery) bool {
+	s.runMu.Lock()
+	defer s.runMu.Unlock()
+	if s.waiting(dl) {
+		return false
+	}
+	s.running = false
+	return true
 }
 
 // post queues a message from the client; a full inbox drops it.
 func (s *session) post(from peer, m mqttsn.Message) {
 	select {
 	case s.inbox <- inbound{from: from, msg: m}:
+		s.kick()
 	default:
 		s.g.stats.inboxFull.Add(1)
 	}
@@ -215,6 +274,7 @@ func (s *session) post(from peer, m mqttsn.Message) {
 func (s *session) postControl(ev any) {
 	select {
 	case s.control <- ev:
+		s.kick()
 	default:
 		s.g.stats.inboxFull.Add(1)
 	}
@@ -225,6 +285,14 @@ func (s *session) postControl(ev any) {
 func (s *session) report(ev any) {
 	select {
 	case s.control <- ev:
+		s.kick()
+		return
+	default:
+	}
+	s.kick() // a full channel: make sure someone empties it
+	select {
+	case s.control <- ev:
+		s.kick()
 	case <-s.loopDone:
 	}
 }
@@ -238,7 +306,13 @@ func (s *session) replace() {
 
 // stop asks the session to end: the client gets DISCONNECT and the upstream
 // connection is closed cleanly.
-func (s *session) stop() { s.quitOnce.Do(func() { close(s.quit) }) }
+func (s *session) stop() {
+	s.quitOnce.Do(func() {
+		s.stopping.Store(true)
+		close(s.quit)
+		s.kick()
+	})
+}
 
 // Events on the control channel.
 type (
@@ -255,30 +329,31 @@ type (
 	evReplaced struct{} // another client connected from this session's address
 )
 
-// run is the session's goroutine.
+// run is the session's goroutine: it handles events until the session
+// ends, or until it parks while the client is asleep or disconnected. Only
+// kick starts it.
 func (s *session) run() {
-	s.timer = time.NewTimer(time.Hour)
-	s.timer.Stop()
+	parked := false // after park, the session belongs to the next goroutine
 	defer func() {
 		if r := recover(); r != nil {
-			s.log.Error().Str("panic", fmt.Sprint(r)).Bytes("stack", debug.Stack()).Msg("session crashed; dropping it")
+			s.logError().Str("panic", fmt.Sprint(r)).Bytes("stack", debug.Stack()).Msg("session crashed; dropping it")
 			if s.connected {
 				s.request(op{kind: opDrop})
 			}
+			s.state = stateGone
 		}
-		close(s.loopDone)
-		s.g.forget(s, s.peer)
-		s.handBack()
-		s.opq.close()
-		s.cancel()
-		s.opq.done.Wait()
-		s.timer.Stop()
-		s.g.sessions.Done()
+		if !parked {
+			s.finish()
+		}
 	}()
 	for s.state != stateGone {
-		var dl chan delivery
+		var dl chan *Delivery
 		if s.canTake() {
 			dl = s.handler.ch
+		}
+		if s.workerIdle && !s.waiting(dl) && s.park(dl) {
+			parked = true
+			return
 		}
 		select {
 		case in := <-s.inbox:
@@ -287,7 +362,7 @@ func (s *session) run() {
 			s.onControl(ev)
 		case d := <-dl:
 			s.take(d)
-		case <-s.timer.C:
+		case <-s.tick:
 			s.armedFor = time.Time{}
 			s.onTimer(time.Now())
 		case <-s.quit:
@@ -303,6 +378,19 @@ func (s *session) run() {
 			s.opq.setIdleExit(idle)
 		}
 	}
+}
+
+// finish releases an ended session: it leaves the gateway, its upstream
+// worker ends, and what was posted meanwhile is handed back.
+func (s *session) finish() {
+	close(s.loopDone)
+	s.g.forget(s, s.peer)
+	s.handBack()
+	s.opq.close()
+	s.cancel()
+	s.opq.done.Wait()
+	s.timer.Stop()
+	s.g.sessions.Done()
 }
 
 // handBack re-dispatches what was posted to the session after it stopped
@@ -358,7 +446,7 @@ func (s *session) onTimer(now time.Time) {
 	switch s.state {
 	case stateDisconnected:
 		if !s.expireAt.IsZero() && !now.Before(s.expireAt) {
-			s.log.Debug().Msg("persisted session expired")
+			s.logDebug().Msg("persisted session expired")
 			s.g.stats.expired.Add(1)
 			s.state = stateGone
 		}
@@ -390,12 +478,12 @@ func (s *session) onTimer(now time.Time) {
 func (s *session) send(m mqttsn.Message) {
 	b, err := s.peer.encode(s.wbuf[:0], m)
 	if err != nil {
-		s.log.Error().Err(err).Msg("cannot encode reply")
+		s.logError().Err(err).Msg("cannot encode reply")
 		return
 	}
 	s.wbuf = b
 	if err := s.peer.via.WriteTo(b, s.peer.addr); err != nil {
-		s.log.Debug().Err(err).Msg("send failed")
+		s.logDebug().Err(err).Msg("send failed")
 	}
 }
 
@@ -525,7 +613,7 @@ func (s *session) onActiveMessage(m mqttsn.Message) {
 // in its state (a REGACK nobody asked for, a PUBLISH before CONNACK, ...).
 func (s *session) unexpected(m mqttsn.Message) {
 	s.g.stats.unexpected.Add(1)
-	if e := s.log.Debug(); e.Enabled() {
+	if e := s.logDebug(); e.Enabled() {
 		e.Stringer("type", m.Type()).Stringer("state", s.state).Msg("dropped unexpected message")
 	}
 }
@@ -535,7 +623,7 @@ func (s *session) unexpected(m mqttsn.Message) {
 // (A8). Nothing the gateway held for the client was acknowledged to the
 // broker, so a CleanSession=0 reconnect gets it again.
 func (s *session) lose(reason string) {
-	s.log.Info().Str("reason", reason).Stringer("peer", s.peer).Msg("client lost")
+	s.logInfo().Str("reason", reason).Stringer("peer", s.peer).Msg("client lost")
 	s.g.stats.lost.Add(1)
 	if s.connected {
 		s.request(op{kind: opDrop})
@@ -546,7 +634,7 @@ func (s *session) lose(reason string) {
 // onUpstreamLost ends a session whose broker connection dropped: the client
 // is told with DISCONNECT.
 func (s *session) onUpstreamLost(err error) {
-	s.log.Warn().Err(err).Msg("upstream connection lost; disconnecting the client")
+	s.logWarn().Err(err).Msg("upstream connection lost; disconnecting the client")
 	s.g.stats.upstreamLost.Add(1)
 	s.connected = false
 	s.send(&mqttsn.Disconnect{})
@@ -601,7 +689,7 @@ func (s *session) openConn(p ConnectParams) {
 	s.handler = &connHandler{
 		s:     s,
 		gen:   s.connGen,
-		ch:    make(chan delivery, s.g.cfg.ReceiveMaximum+qos0Headroom),
+		ch:    make(chan *Delivery, s.g.cfg.ReceiveMaximum+qos0Headroom),
 		stale: make(chan struct{}),
 	}
 	s.request(op{kind: opConnect, params: p, handler: s.handler})
@@ -629,7 +717,8 @@ func (s *session) canTake() bool {
 
 // take queues a broker message. While the client sleeps, QoS 0 is dropped
 // (and counted) unless SleepBufferQoS0.
-func (s *session) take(d delivery) {
+func (s *session) take(m *Delivery) {
+	d := delivery{Delivery: m, gen: s.handler.gen}
 	if d.QoS == 0 {
 		s.handler.qos0.Add(-1)
 		if s.state == stateAsleep && !s.g.cfg.SleepBufferQoS0 {

@@ -33,7 +33,7 @@ func (s *session) onConnect(ev evConnect) {
 	if ev.peer != s.peer {
 		if s.state != stateDisconnected && s.state != stateNew {
 			s.g.stats.takeovers.Add(1)
-			s.log.Info().Stringer("from", s.peer).Stringer("to", ev.peer).Msg("session taken over by a new address")
+			s.logInfo().Stringer("from", s.peer).Stringer("to", ev.peer).Msg("session taken over by a new address")
 		}
 		s.g.bind(s, s.peer, ev.peer)
 		s.peer = ev.peer
@@ -71,7 +71,7 @@ func (s *session) onConnect(ev evConnect) {
 	if s.keepAlive > 0 {
 		s.keepAliveAt = time.Now().Add(s.keepAlive * 3 / 2)
 	}
-	s.log.Debug().Stringer("peer", s.peer).Bool("clean_session", m.CleanSession).Bool("will", m.Will).
+	s.logDebug().Stringer("peer", s.peer).Bool("clean_session", m.CleanSession).Bool("will", m.Will).
 		Uint16("keep_alive", m.Duration).Msg("CONNECT")
 	if m.Will {
 		s.state = stateWillTopic
@@ -154,7 +154,7 @@ func (s *session) onConnectResult(r resConnect) {
 	}
 	if r.err != nil {
 		rc := returnCodeOf(r.err)
-		s.log.Warn().Err(r.err).Stringer("return_code", rc).Msg("broker refused the connection")
+		s.logWarn().Err(r.err).Stringer("return_code", rc).Msg("broker refused the connection")
 		s.g.stats.connectsRefused.Add(1)
 		s.connected = false
 		s.send(&mqttsn.ConnAck{ReturnCode: rc})
@@ -164,7 +164,7 @@ func (s *session) onConnectResult(r resConnect) {
 	s.state = stateActive
 	s.everActive = true
 	s.g.stats.connects.Add(1)
-	s.log.Info().Stringer("peer", s.peer).Bool("clean_session", s.cleanSession).
+	s.logInfo().Stringer("peer", s.peer).Bool("clean_session", s.cleanSession).
 		Stringer("keep_alive", s.keepAlive).Bool("will", s.will != nil).Msg("client connected")
 	s.send(&mqttsn.ConnAck{ReturnCode: mqttsn.Accepted})
 }
@@ -182,7 +182,7 @@ func (s *session) onDisconnect(m *mqttsn.Disconnect) {
 			return
 		}
 	}
-	s.log.Info().Msg("client disconnected")
+	s.logInfo().Msg("client disconnected")
 	s.g.stats.disconnects.Add(1)
 	s.send(&mqttsn.Disconnect{})
 	if s.connected {
@@ -258,7 +258,7 @@ func (s *session) onWillUpdateResult(r resConnect) {
 	rc := mqttsn.Accepted
 	if r.err != nil {
 		rc = returnCodeOf(r.err)
-		s.log.Info().Err(r.err).Msg("broker refused the updated Will; keeping the previous one")
+		s.logInfo().Err(r.err).Msg("broker refused the updated Will; keeping the previous one")
 	}
 	if u.t == mqttsn.TypeWillTopicUpd {
 		s.send(&mqttsn.WillTopicResp{ReturnCode: rc})

@@ -52,7 +52,7 @@ func (s *session) publishDown(d *delivery, typ mqttsn.TopicIDType, id uint16, re
 // (the broker must not send it again) and counted.
 func (s *session) dropDelivery(d *delivery, reason string) {
 	s.g.stats.downlinkDropped.Add(1)
-	if e := s.log.Debug(); e.Enabled() {
+	if e := s.logDebug(); e.Enabled() {
 		e.Str("topic", d.Topic).Str("reason", reason).Msg("dropped a broker message")
 	}
 	if d.Ack != nil {

@@ -23,7 +23,7 @@ import (
 func (s *session) goToSleep(d uint16) {
 	s.send(&mqttsn.Disconnect{})
 	if s.state != stateAsleep {
-		s.log.Debug().Uint16("duration", d).Msg("client asleep")
+		s.logDebug().Uint16("duration", d).Msg("client asleep")
 	}
 	s.state = stateAsleep
 	s.sleepFor = time.Duration(float64(time.Duration(d)*time.Second) * s.g.cfg.SleepTolerance)
@@ -80,7 +80,7 @@ func (s *session) onWake(p peer, sameOwner bool) {
 
 // move makes p the session's address. Nothing is sent to the old one again.
 func (s *session) move(p peer) {
-	s.log.Info().Stringer("from", s.peer).Stringer("to", p).Msg("sleeping client moved to a new address")
+	s.logInfo().Stringer("from", s.peer).Stringer("to", p).Msg("sleeping client moved to a new address")
 	s.g.stats.moves.Add(1)
 	s.g.bind(s, s.peer, p)
 	s.peer = p
@@ -89,7 +89,7 @@ func (s *session) move(p peer) {
 // refuseMove answers a wake-up or CONNECT from a new address that may not
 // take the session over: DISCONNECT to that address, the session stays.
 func (s *session) refuseMove(p peer, what string) {
-	s.log.Warn().Stringer("session_peer", s.peer).Stringer("from", p).Str("message", what).
+	s.logWarn().Stringer("session_peer", s.peer).Stringer("from", p).Str("message", what).
 		Msg("refused a sleeping session's ClientId from a new address (not its authenticated owner, and sleep.allow_address_change is off)")
 	s.g.stats.movesRefused.Add(1)
 	send(p, &mqttsn.Disconnect{})
@@ -106,7 +106,7 @@ func (s *session) resume(m *mqttsn.Connect) {
 		s.keepAliveAt = time.Now().Add(s.keepAlive * 3 / 2)
 	}
 	s.g.stats.resumes.Add(1)
-	s.log.Debug().Msg("sleeping client resumed with CONNECT")
+	s.logDebug().Msg("sleeping client resumed with CONNECT")
 	s.send(&mqttsn.ConnAck{ReturnCode: mqttsn.Accepted})
 	if s.out != nil {
 		s.out.retries = 0

@@ -20,7 +20,7 @@ func (s *session) onRegister(m *mqttsn.Register) {
 		rc = mqttsn.RejectedNotSupported
 	}
 	if err != nil {
-		s.log.Debug().Err(err).Str("topic", m.TopicName).Msg("REGISTER refused")
+		s.logDebug().Err(err).Str("topic", m.TopicName).Msg("REGISTER refused")
 		id = 0
 	}
 	s.send(&mqttsn.RegAck{TopicID: id, MsgID: m.MsgID, ReturnCode: rc})
@@ -110,7 +110,7 @@ func (s *session) onPublishResult(r resPublish) {
 	if r.err == nil {
 		s.g.stats.publishUp.Add(1)
 	} else {
-		s.log.Debug().Err(r.err).Str("topic", m.Topic).Uint8("qos", m.QoS).Msg("broker did not take a PUBLISH")
+		s.logDebug().Err(r.err).Str("topic", m.Topic).Uint8("qos", m.QoS).Msg("broker did not take a PUBLISH")
 	}
 	switch m.QoS {
 	case 1:
@@ -166,7 +166,7 @@ func (s *session) onSubscribeResult(r resSubscribe) {
 	}
 	delete(s.upPending, pendingKey{t: mqttsn.TypeSubscribe, msgID: r.op.msgID})
 	if r.err != nil {
-		s.log.Info().Err(r.err).Str("filter", r.op.filter).Msg("broker refused a SUBSCRIBE")
+		s.logInfo().Err(r.err).Str("filter", r.op.filter).Msg("broker refused a SUBSCRIBE")
 		s.send(&mqttsn.SubAck{MsgID: r.op.msgID, ReturnCode: returnCodeOf(r.err)})
 		return
 	}
@@ -202,7 +202,7 @@ func (s *session) onUnsubscribeResult(r resUnsubscribe) {
 		return
 	}
 	if r.err != nil {
-		s.log.Info().Err(r.err).Str("filter", r.op.filter).Msg("broker refused an UNSUBSCRIBE")
+		s.logInfo().Err(r.err).Str("filter", r.op.filter).Msg("broker refused an UNSUBSCRIBE")
 	} else {
 		delete(s.subs, r.op.filter)
 	}

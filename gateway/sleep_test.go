@@ -1,7 +1,10 @@
 package gateway_test
 
 import (
+	"bytes"
 	"fmt"
+	"runtime/pprof"
+	"strings"
 	"testing"
 	"time"
 
@@ -178,9 +181,9 @@ func TestSleepBufferOverflow(t *testing.T) {
 		for i := range n0 {
 			obs.Publish("cmd/sl-3", []byte(fmt.Sprint(i)), 0, false)
 		}
-		// Asleep, the gateway holds 2 in the buffer and 32 QoS 0 beside the
+		// Asleep, the gateway holds 2 in the buffer and 16 QoS 0 beside the
 		// Receive Maximum in the connection's channel; the rest is dropped.
-		st := waitStats(t, g, "QoS 0 taken or dropped", func(s gatewayStats) bool { return s.Queued == 2 && s.DownlinkDropped == n0-2-32 })
+		st := waitStats(t, g, "QoS 0 taken or dropped", func(s gatewayStats) bool { return s.Queued == 2 && s.DownlinkDropped == n0-2-16 })
 		received := 0
 		for wake := 0; wake < n0; wake++ {
 			batch := flush(t, c)
@@ -445,4 +448,75 @@ func TestWakePersistedSessionGetsDisconnect(t *testing.T) {
 		c.Send(&mqttsn.PingReq{ClientID: "sl-11"})
 		snclient.Expect[*mqttsn.Disconnect](t, c, wait)
 	})
+}
+
+// A sleeping client's session keeps no goroutine: its loop ends once the
+// client is asleep, and a broker message, a wake-up and the sleep timer
+// each bring one back for as long as they take.
+func TestSleepHoldsNoGoroutine(t *testing.T) {
+	eachBroker(t, func(t *testing.T, url string) {
+		g := startGateway(t, url, nil)
+		obs := g.observer(t, "will/park-2", 1)
+		const n = 3
+		clients := make([]*snclient.Client, n)
+		for i := range clients {
+			c := g.client(t)
+			id := fmt.Sprintf("park-%d", i)
+			if i == 2 {
+				c.ConnectWithWill(id, true, 60, "will/park-2", mqttsn.QoS1, false, []byte("gone"))
+			} else {
+				c.Connect(id, true, 60)
+			}
+			c.Subscribe("cmd/"+id, mqttsn.QoS1)
+			clients[i] = c
+		}
+		waitSessionLoops(t, n)
+		sleep(t, clients[0], 60)
+		sleep(t, clients[1], 60)
+		sleep(t, clients[2], 1) // its sleep timer: 1.5 s
+		waitSessionLoops(t, 0)
+
+		obs.Publish("cmd/park-0", []byte("while asleep"), 1, false)
+		waitQueued(t, g, 1)
+		waitSessionLoops(t, 0)
+		if got := flush(t, clients[0]); len(got) != 1 || string(got[0].Data) != "while asleep" {
+			t.Fatalf("flush: %d messages", len(got))
+		}
+		waitSessionLoops(t, 0)
+
+		if m := obs.Expect(wait); string(m.Payload) != "gone" { // park-2's sleep timer expired
+			t.Fatalf("Will: %+v", m)
+		}
+		waitStats(t, g, "park-2 gone", func(s gatewayStats) bool { return s.Lost == 1 && s.Sessions == 2 })
+		waitSessionLoops(t, 0)
+	})
+}
+
+// waitSessionLoops waits until exactly n session loops run in this process.
+func waitSessionLoops(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		var buf bytes.Buffer
+		if err := pprof.Lookup("goroutine").WriteTo(&buf, 1); err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for _, block := range strings.Split(buf.String(), "\n\n") {
+			if !strings.Contains(block, "gateway.(*session).run+") {
+				continue
+			}
+			var count int
+			if _, err := fmt.Sscanf(block, "%d @", &count); err == nil {
+				got += count
+			}
+		}
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d session goroutines running, want %d", got, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -197,7 +197,7 @@ func (s *session) safeExec(conn Conn, o op) (next Conn) {
 		if r == nil {
 			return
 		}
-		s.log.Error().Str("panic", fmt.Sprint(r)).Bytes("stack", debug.Stack()).Msg("upstream request crashed")
+		s.logError().Str("panic", fmt.Sprint(r)).Bytes("stack", debug.Stack()).Msg("upstream request crashed")
 		err := errors.New("upstream request crashed")
 		switch o.kind {
 		case opConnect:
@@ -276,7 +276,7 @@ func (s *session) exec(conn Conn, o op) Conn {
 type connHandler struct {
 	s     *session
 	gen   uint64
-	ch    chan delivery // Receive Maximum + qos0Headroom: QoS 1/2 never wait on QoS 0
+	ch    chan *Delivery // Receive Maximum + qos0Headroom: QoS 1/2 never wait on QoS 0
 	stale chan struct{}
 	qos0  atomic.Int32 // QoS 0 messages in ch
 }
@@ -286,7 +286,6 @@ type connHandler struct {
 // gone stale; QoS 0 is dropped and counted when the session is not keeping
 // up.
 func (h *connHandler) Deliver(m *Delivery) {
-	d := delivery{Delivery: m, gen: h.gen}
 	if m.QoS == 0 {
 		if h.qos0.Add(1) > qos0Headroom {
 			h.qos0.Add(-1)
@@ -294,7 +293,8 @@ func (h *connHandler) Deliver(m *Delivery) {
 			return
 		}
 		select {
-		case h.ch <- d:
+		case h.ch <- m:
+			h.s.kick()
 		default:
 			h.qos0.Add(-1)
 			h.s.g.stats.downlinkDropped.Add(1)
@@ -302,7 +302,8 @@ func (h *connHandler) Deliver(m *Delivery) {
 		return
 	}
 	select {
-	case h.ch <- d:
+	case h.ch <- m:
+		h.s.kick()
 	case <-h.stale:
 	case <-h.s.loopDone:
 	}

@@ -18,8 +18,15 @@ import (
 )
 
 // pendingWrites bounds the messages mochi queues for one client's socket;
-// beyond it mochi drops QoS 0 messages to that client.
-const pendingWrites = 1024
+// beyond it mochi drops QoS 0 messages to that client. The queue is drained
+// into the socket's kernel buffer as fast as the writer goroutine runs, so
+// it fills only for a client that does not read.
+const pendingWrites = 256
+
+// readBuffer is the size of mochi's buffered reader on each client socket
+// (its default is 2 KiB): sensors' messages are small, and a larger packet
+// is read past the buffer.
+const readBuffer = 1024
 
 // connectTimeout is how long a new TCP connection may take to send CONNECT.
 // mochi sets no deadline before CONNECT; after it, mochi's keepalive deadline
@@ -51,12 +58,14 @@ func Start(addr string, log zerolog.Logger) (*Broker, error) {
 	b := &Broker{conns: newTrackingListener(ln)}
 	caps := mqtt.NewDefaultServerCapabilities()
 	// mochi gives every client a channel of this many pending writes; its
-	// default (8192) costs 64 KiB per client. A gateway connection has at
-	// most Receive Maximum QoS 1/2 messages in flight plus QoS 0 bursts.
+	// default (8192) costs 64 KiB per client, 256 cost 2 KiB. A gateway
+	// connection has at most Receive Maximum QoS 1/2 messages in flight
+	// plus QoS 0 bursts.
 	caps.MaximumClientWritesPending = pendingWrites
 	b.srv = mqtt.New(&mqtt.Options{
-		Capabilities: caps,
-		Logger:       slog.New(quietHandler{zerolog.NewSlogHandler(log.With().Str("component", "broker").Logger())}),
+		Capabilities:            caps,
+		ClientNetReadBufferSize: readBuffer,
+		Logger:                  slog.New(quietHandler{zerolog.NewSlogHandler(log.With().Str("component", "broker").Logger())}),
 	})
 	if err := b.srv.AddHook(new(gatewayHook), nil); err != nil {
 		_ = ln.Close()
