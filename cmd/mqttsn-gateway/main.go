@@ -29,6 +29,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -61,6 +62,7 @@ func cli(args []string, stdout, stderr io.Writer) int {
 	flags.SetOutput(stderr)
 	configPath := flags.String("config", defaultConfigPath, "read the configuration from `file`")
 	showVersion := flags.Bool("version", false, "print the version and exit")
+	cpuProfile := flags.String("cpuprofile", "", "write a CPU profile (`file`, for go tool pprof) from start to shutdown")
 	if err := flags.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -96,10 +98,36 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		Strs("udp", cfg.UDP.Listen).
 		Msg("starting")
 
+	if *cpuProfile != "" {
+		stop, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "mqttsn-gateway: -cpuprofile: %v\n", err)
+			return 2
+		}
+		defer stop()
+	}
+
 	signals := make(chan os.Signal, 2)
 	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(signals)
 	return serve(cfg, log, signals, run)
+}
+
+// startCPUProfile starts writing a CPU profile to path and returns the
+// function that finishes it.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}, nil
 }
 
 // loadConfig loads the file at path. When the file does not exist and the

@@ -85,7 +85,16 @@ listen = "127.0.0.1:0"
 [log]
 format = "json"
 `)
-		testSIGINT(t, bin, path)
+		profile := filepath.Join(t.TempDir(), "cpu.pprof")
+		testSIGINT(t, bin, path, "-cpuprofile", profile)
+		// -cpuprofile: the profile is complete once the gateway stopped.
+		raw, err := os.ReadFile(profile)
+		if err != nil {
+			t.Fatalf("-cpuprofile: %v", err)
+		}
+		if len(raw) < 2 || raw[0] != 0x1f || raw[1] != 0x8b {
+			t.Errorf("-cpuprofile wrote %d octets, not a gzipped pprof profile", len(raw))
+		}
 	})
 
 	t.Run("PSK file reloaded on SIGHUP", func(t *testing.T) {
@@ -207,8 +216,8 @@ func writeConfig(t *testing.T, text string) string {
 
 // testSIGINT starts the gateway with the config at path, waits for the
 // embedded broker, interrupts the gateway and checks that it stops cleanly.
-func testSIGINT(t *testing.T, bin, path string) {
-	cmd := exec.Command(bin, "-config", path)
+func testSIGINT(t *testing.T, bin, path string, args ...string) {
+	cmd := exec.Command(bin, append([]string{"-config", path}, args...)...)
 	var stdout bytes.Buffer
 	cmd.Stdout = &stdout
 	stderr, err := cmd.StderrPipe()

@@ -11,6 +11,7 @@
 package upstream
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -100,7 +101,7 @@ func (up *Upstream) Connect(ctx context.Context, p gateway.ConnectParams, h gate
 	c := &conn{net: nc, handler: h, log: up.opts.Log, pinger: new(timerPinger)}
 	c.state = deferredAcks{State: state.NewInMemory(), ended: c.ended}
 	c.client = paho.NewClient(paho.ClientConfig{
-		Conn:               nc,
+		Conn:               bufferedConn{Conn: nc, r: bufio.NewReaderSize(nc, readBuffer)},
 		Session:            c.state,
 		PingHandler:        c.pinger,
 		OnPublishReceived:  []func(paho.PublishReceived) (bool, error){c.onPublish},
@@ -184,6 +185,21 @@ func ackCode(rc byte) mqttsn.ReturnCode {
 	}
 	return mqttsn.RejectedNotSupported
 }
+
+// readBuffer is the size of each connection's read buffer. paho reads a
+// packet's first octet, its length octets and its body with separate reads:
+// without a buffer that is three system calls per PUBACK. The acknowledgements
+// and most broker messages to sensors fit in one buffer; a larger body is
+// read straight into its destination.
+const readBuffer = 256
+
+// bufferedConn is a connection whose reads go through a buffer.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // deferredAcks is paho's in-memory session state, except that it ignores
 // paho's own acknowledgement of a received PUBLISH: the Delivery's Ack
