@@ -3,11 +3,12 @@
 // the client's ClientID and Will, and end-to-end acknowledgements.
 //
 // A broker message is acknowledged (PUBACK, PUBREC) only when the gateway
-// calls the Delivery's Ack, after the sensor acknowledged it. This is done
-// by wrapping paho's session state: paho asks the state to acknowledge as
-// soon as its handlers return, the wrapper ignores that request, and the
-// Delivery's Ack makes it later. Unlike paho's manual-acknowledgement mode
-// this needs no per-connection ticker.
+// calls the Delivery's Ack, after the sensor acknowledged it. paho is given
+// a session state of this package's own (connState): it ignores paho's
+// request to acknowledge as soon as the handlers return, and the Delivery's
+// Ack sends the acknowledgement later. Unlike paho's manual-acknowledgement
+// mode this needs no per-connection ticker; unlike paho's in-memory state
+// it copies nothing and starts no goroutine per PUBLISH.
 package upstream
 
 import (
@@ -26,7 +27,6 @@ import (
 
 	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
-	"github.com/eclipse/paho.golang/paho/session/state"
 	"github.com/rs/zerolog"
 
 	"github.com/sensorgate/mqttsn-gateway/gateway"
@@ -99,7 +99,7 @@ func (up *Upstream) Connect(ctx context.Context, p gateway.ConnectParams, h gate
 		return nil, fmt.Errorf("upstream: dial %s: %w", up.address, err)
 	}
 	c := &conn{net: nc, handler: h, log: up.opts.Log, pinger: new(timerPinger)}
-	c.state = deferredAcks{State: state.NewInMemory(), ended: c.ended}
+	c.state = &connState{ended: c.ended}
 	c.client = paho.NewClient(paho.ClientConfig{
 		Conn:               bufferedConn{Conn: nc, r: bufio.NewReaderSize(nc, readBuffer)},
 		Session:            c.state,
@@ -201,33 +201,10 @@ type bufferedConn struct {
 
 func (c bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
-// deferredAcks is paho's in-memory session state, except that it ignores
-// paho's own acknowledgement of a received PUBLISH: the Delivery's Ack
-// sends it when the sensor has acknowledged. It also tells the connection
-// at once when paho notices the connection's end.
-type deferredAcks struct {
-	*state.State
-	ended func(*packets.Disconnect)
-}
-
-// Ack ignores paho's automatic acknowledgement.
-func (deferredAcks) Ack(*packets.Publish) error { return nil }
-
-// ConnectionLost is called by paho when the broker sent DISCONNECT (dp) and
-// when the connection closed (nil), before paho waits for a Deliver in
-// progress to return. (paho calls OnClientError and OnServerDisconnect only
-// after that wait, which a Deliver waiting for the session would make
-// endless.)
-func (s deferredAcks) ConnectionLost(dp *packets.Disconnect) error {
-	err := s.State.ConnectionLost(dp)
-	s.ended(dp)
-	return err
-}
-
 // conn is one client's broker connection.
 type conn struct {
 	client  *paho.Client
-	state   deferredAcks
+	state   *connState
 	pinger  *timerPinger
 	net     net.Conn
 	handler gateway.ConnHandler
@@ -245,13 +222,8 @@ var _ gateway.Conn = (*conn)(nil)
 func (c *conn) onPublish(pr paho.PublishReceived) (bool, error) {
 	p := pr.Packet
 	d := &gateway.Delivery{Message: gateway.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain}}
-	if p.QoS > 0 {
-		pkt := &packets.Publish{PacketID: p.PacketID, QoS: p.QoS}
-		d.Ack = func() {
-			if err := c.state.State.Ack(pkt); err != nil {
-				c.log.Debug().Err(err).Msg("acknowledging a broker message failed")
-			}
-		}
+	if qos, id := p.QoS, p.PacketID; qos > 0 {
+		d.Ack = func() { c.state.ack(qos, id) }
 	}
 	c.handler.Deliver(d)
 	return true, nil
