@@ -23,9 +23,9 @@ import (
 // the connection when a PINGREQ is not answered by the next check; paho's
 // reader then fails and reports the loss.
 type timerPinger struct {
+	raw          net.Conn // the network connection: PINGREQ is written whole to it (see packetConn)
 	mu           sync.Mutex
 	interval     time.Duration
-	conn         net.Conn
 	timer        *time.Timer
 	stopped      bool
 	lastSent     time.Time
@@ -40,7 +40,7 @@ var _ paho.Pinger = (*timerPinger)(nil)
 // not block. (Stopping with ctx, which paho cancels when the connection
 // ends, would cost every connection a context.AfterFunc registration; the
 // connection's owner calls stop instead.)
-func (p *timerPinger) Run(_ context.Context, conn net.Conn, keepAlive uint16) error {
+func (p *timerPinger) Run(_ context.Context, _ net.Conn, keepAlive uint16) error {
 	if keepAlive == 0 {
 		return nil
 	}
@@ -50,7 +50,6 @@ func (p *timerPinger) Run(_ context.Context, conn net.Conn, keepAlive uint16) er
 		return nil
 	}
 	p.interval = time.Duration(keepAlive) * time.Second
-	p.conn = conn
 	p.timer = time.AfterFunc(p.interval, p.check)
 	return nil
 }
@@ -77,7 +76,7 @@ func (p *timerPinger) check() {
 	if !p.lastPingSent.IsZero() && p.lastPingSent.After(p.lastPingResp) {
 		p.stopped = true
 		p.mu.Unlock()
-		_ = p.conn.Close() // no PINGRESP within a keep-alive
+		_ = p.raw.Close() // no PINGRESP within a keep-alive
 		return
 	}
 	due := p.lastReceived.Add(p.interval)
@@ -91,13 +90,12 @@ func (p *timerPinger) check() {
 	}
 	p.lastPingSent = now
 	p.timer.Reset(p.interval)
-	conn := p.conn
 	p.mu.Unlock()
 	// The timer's own goroutine may block in the write; closing the
 	// connection ends it.
-	if _, err := packets.NewControlPacket(packets.PINGREQ).WriteTo(conn); err != nil {
+	if _, err := p.raw.Write([]byte{packets.PINGREQ << 4, 0}); err != nil {
 		p.stop()
-		_ = conn.Close()
+		_ = p.raw.Close()
 	}
 }
 

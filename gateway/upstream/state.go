@@ -23,9 +23,10 @@ import (
 // request to acknowledge (Ack) is ignored.
 type connState struct {
 	ended func(*packets.Disconnect) // told once when the connection ends
+	raw   io.Writer                 // the network connection, for whole packets (see packetConn)
 
 	mu        sync.Mutex
-	conn      io.Writer // nil when not connected
+	connected bool
 	lastID    uint16
 	requests  map[uint16]request  // our requests awaiting their acknowledgement
 	pubrecSet map[uint16]struct{} // broker QoS 2 messages we sent PUBREC for, awaiting PUBREL
@@ -50,10 +51,10 @@ func ackPacket(packetType byte, id uint16) []byte {
 }
 
 // ConAckReceived starts using conn.
-func (s *connState) ConAckReceived(conn io.Writer, _ *packets.Connect, _ *packets.Connack) error {
+func (s *connState) ConAckReceived(io.Writer, *packets.Connect, *packets.Connack) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.conn = conn
+	s.connected = true
 	return nil
 }
 
@@ -73,7 +74,7 @@ func (s *connState) ConnectionLost(dp *packets.Disconnect) error {
 func (s *connState) end() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.conn = nil
+	s.connected = false
 	for id, r := range s.requests {
 		r.resp <- packets.ControlPacket{}
 		delete(s.requests, id)
@@ -86,7 +87,7 @@ func (s *connState) end() {
 func (s *connState) AddToSession(_ context.Context, packet session.Packet, resp chan<- packets.ControlPacket) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.conn == nil {
+	if !s.connected {
 		return session.ErrNoConnection
 	}
 	if s.requests == nil {
@@ -116,11 +117,12 @@ func (s *connState) finish(id uint16, recv *packets.ControlPacket) {
 	}
 }
 
-// write sends an acknowledgement; s.mu is held. A failed write surfaces as
-// the connection's loss on paho's reader.
+// write sends an acknowledgement, a whole packet in one write on the
+// network connection; s.mu is held. A failed write surfaces as the
+// connection's loss on paho's reader.
 func (s *connState) write(b []byte) {
-	if s.conn != nil {
-		_, _ = s.conn.Write(b)
+	if s.connected {
+		_, _ = s.raw.Write(b)
 	}
 }
 

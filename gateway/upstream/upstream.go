@@ -12,7 +12,6 @@
 package upstream
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -98,10 +97,10 @@ func (up *Upstream) Connect(ctx context.Context, p gateway.ConnectParams, h gate
 	if err != nil {
 		return nil, fmt.Errorf("upstream: dial %s: %w", up.address, err)
 	}
-	c := &conn{net: nc, handler: h, log: up.opts.Log, pinger: new(timerPinger)}
-	c.state = &connState{ended: c.ended}
+	c := &conn{net: nc, handler: h, log: up.opts.Log, pinger: &timerPinger{raw: nc}}
+	c.state = &connState{ended: c.ended, raw: nc}
 	c.client = paho.NewClient(paho.ClientConfig{
-		Conn:               bufferedConn{Conn: nc, r: bufio.NewReaderSize(nc, readBuffer)},
+		Conn:               newPacketConn(nc),
 		Session:            c.state,
 		PingHandler:        c.pinger,
 		OnPublishReceived:  []func(paho.PublishReceived) (bool, error){c.onPublish},
@@ -185,21 +184,6 @@ func ackCode(rc byte) mqttsn.ReturnCode {
 	}
 	return mqttsn.RejectedNotSupported
 }
-
-// readBuffer is the size of each connection's read buffer. paho reads a
-// packet's first octet, its length octets and its body with separate reads:
-// without a buffer that is three system calls per PUBACK. The acknowledgements
-// and most broker messages to sensors fit in one buffer; a larger body is
-// read straight into its destination.
-const readBuffer = 256
-
-// bufferedConn is a connection whose reads go through a buffer.
-type bufferedConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (c bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // conn is one client's broker connection.
 type conn struct {
