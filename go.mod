@@ -21,3 +21,6 @@ require (
 	golang.org/x/crypto v0.48.0 // indirect
 	golang.org/x/sys v0.41.0 // indirect
 )
+
+// mochi-mqtt/server v2.7.9 with one fix (a deadlock); see third_party/mochi-mqtt-server/README.md.
+replace github.com/mochi-mqtt/server/v2 => ./third_party/mochi-mqtt-server
