@@ -22,6 +22,7 @@ var rules = map[string][]string{
 	"gateway/config":    {module + "/gateway/broker", module + "/gateway/upstream", "github.com/eclipse/", "github.com/mochi-mqtt/"},
 	"internal/snclient": {module + "/gateway", module + "/topicmap", module + "/transport"},
 	"internal/fleet":    {module + "/gateway", module + "/topicmap", module + "/transport"},
+	"firmware-sim":      {module + "/gateway", module + "/topicmap", module + "/transport", module + "/internal/"},
 }
 
 func TestImportRules(t *testing.T) {
