@@ -176,3 +176,34 @@ func testClosedLoopQoS1(t *testing.T, url string) {
 		t.Errorf("closed loop sent only %d in 1 s", st.Sent)
 	}
 }
+
+// -direct publishes the same load straight to the broker: the baseline.
+// Every message the sensors finished arrives, and none goes through a
+// gateway (the scenario's gateway address is unused and unreachable).
+func TestDirectBaseline(t *testing.T) {
+	testbroker.ForEach(t, func(t *testing.T, url string) {
+		sc := &Scenario{Name: "direct", Gateway: "127.0.0.1:9", Broker: url, Duration: time.Second, Verify: true, Seed: 1, ObserverQoS: 1,
+			Groups: []Group{
+				{Name: "q0", Count: 3, ClientID: "d0-{n}", IDWidth: 2, First: 1, KeepAlive: 10 * time.Second, CleanSession: true,
+					Topic: "direct/{id}", QoS: mqttsn.QoS0, Publishes: true, Interval: 20 * time.Millisecond, RetryInterval: time.Second},
+				{Name: "q1", Count: 3, ClientID: "d1-{n}", IDWidth: 2, First: 1, KeepAlive: 10 * time.Second, CleanSession: true,
+					Topic: "direct/{id}", QoS: mqttsn.QoS1, Publishes: true, Window: 1, RetryInterval: time.Second},
+			}}
+		rep, err := Run(context.Background(), sc, Options{Log: zerolog.Nop(), ObserverID: "observer-" + t.Name(), Direct: true})
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		if !rep.Passed || rep.Connects != 6 {
+			t.Errorf("passed %v (%v), %d connects; want a pass and 6", rep.Passed, rep.Failures, rep.Connects)
+		}
+		for _, k := range []string{"qos0", "qos1"} {
+			st := rep.Uplink[k]
+			if st == nil || st.Sent == 0 || st.Delivered != st.Sent {
+				t.Errorf("uplink %s: %+v; want every sent message delivered", k, st)
+			}
+		}
+		if q0 := rep.Uplink["qos0"]; q0 != nil && (q0.Sent < 3*30 || q0.Sent > 3*60) {
+			t.Errorf("QoS 0 every 20 ms for 1 s from 3 sensors: %d sent, want about 150", q0.Sent)
+		}
+	})
+}

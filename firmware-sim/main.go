@@ -8,7 +8,9 @@
 // top-level keys. With -verify an MQTT observer on the broker checks that
 // every message arrived, once and in order, and the exit status is 1 when
 // a QoS 1/2 message was lost or a QoS 2 message duplicated. -json prints
-// the report as JSON on stdout. See firmware-sim/NOTES.md.
+// the report as JSON on stdout. -direct sends the same uplink load straight
+// to the broker over MQTT, without the gateway, as a baseline. The README's
+// "firmware-sim" section lists the flags and the scenario keys.
 package main
 
 import (
@@ -52,6 +54,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		noProg    = fs.Bool("quiet", false, "no progress display on stderr")
 		logLevel  = fs.String("log-level", "warn", "log level on stderr: debug, info, warn, error")
 		progEvery = fs.Duration("progress", 0, "progress display period (default 1s on a terminal, 5s otherwise)")
+		direct    = fs.Bool("direct", false, "baseline: publish the same load straight to -broker over MQTT 5, without the gateway")
 	)
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -118,7 +121,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	log := zerolog.New(zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.TimeOnly}).Level(lvl).With().Timestamp().Logger()
 
-	opt := Options{Log: log, ProgressEvery: *progEvery}
+	opt := Options{Log: log, ProgressEvery: *progEvery, Direct: *direct}
 	if !*noProg {
 		opt.Progress = stderr
 		if f, ok := stderr.(*os.File); ok {

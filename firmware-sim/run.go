@@ -32,6 +32,9 @@ type Options struct {
 	// ObserverID is the observer's MQTT ClientId; default
 	// "firmware-sim-observer-<pid>".
 	ObserverID string
+	// Direct sends the uplink load straight to the broker over MQTT,
+	// without the gateway: the baseline (see runDirect).
+	Direct bool
 }
 
 // Stream is what happened to the messages of one direction and QoS.
@@ -127,6 +130,9 @@ func autoDrain(sc *Scenario) time.Duration {
 // drains, and reports. The error is for a run that could not start or whose
 // observer lost its connection; a verification failure is in the Report.
 func Run(ctx context.Context, sc *Scenario, opt Options) (*Report, error) {
+	if opt.Direct {
+		return runDirect(ctx, sc, opt)
+	}
 	gw, err := net.ResolveUDPAddr("udp", sc.Gateway)
 	if err != nil {
 		return nil, fmt.Errorf("gateway address %q: %w", sc.Gateway, err)
