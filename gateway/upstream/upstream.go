@@ -8,7 +8,9 @@
 // request to acknowledge as soon as the handlers return, and the Delivery's
 // Ack sends the acknowledgement later. Unlike paho's manual-acknowledgement
 // mode this needs no per-connection ticker; unlike paho's in-memory state
-// it copies nothing and starts no goroutine per PUBLISH.
+// it copies nothing and starts no goroutine per PUBLISH. The gateway's own
+// PUBLISHes, the hot path, are encoded and written by connState too; paho
+// connects, subscribes, reads and keeps the connection alive.
 package upstream
 
 import (
@@ -135,6 +137,7 @@ func (up *Upstream) Connect(ctx context.Context, p gateway.ConnectParams, h gate
 		}
 		return nil, fmt.Errorf("upstream: connect %q: %w", cp.ClientID, err)
 	}
+	c.limits = limitsOf(ca.Properties)
 	c.ready.Store(true)
 	if err := c.earlyLoss.Load(); err != nil {
 		// The connection ended between CONNACK and here, before a loss
@@ -189,6 +192,7 @@ func ackCode(rc byte) mqttsn.ReturnCode {
 type conn struct {
 	client  *paho.Client
 	state   *connState
+	limits  serverLimits // what the broker's CONNACK allows a PUBLISH
 	pinger  *timerPinger
 	net     net.Conn
 	handler gateway.ConnHandler
@@ -269,15 +273,16 @@ func (c *conn) finish() {
 
 // Publish forwards m and waits for the broker's acknowledgement.
 func (c *conn) Publish(ctx context.Context, m gateway.Message) error {
-	resp, err := c.client.Publish(ctx, &paho.Publish{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain})
-	if resp != nil && resp.ReasonCode >= 0x80 {
-		return &gateway.RefusedError{Code: ackCode(resp.ReasonCode), Reason: fmt.Sprintf("reason code 0x%02x", resp.ReasonCode)}
-	}
-	if errors.Is(err, paho.ErrInvalidArguments) {
-		return &gateway.RefusedError{Code: mqttsn.RejectedNotSupported, Reason: err.Error()}
-	}
-	if err != nil {
+	rc, err := c.state.publish(ctx, c.limits, m.Topic, m.Payload, m.QoS, m.Retain)
+	c.pinger.PacketSent()
+	var refused *errRefused
+	switch {
+	case errors.As(err, &refused):
+		return &gateway.RefusedError{Code: mqttsn.RejectedNotSupported, Reason: refused.reason}
+	case err != nil:
 		return fmt.Errorf("upstream: publish %q: %w", m.Topic, err)
+	case rc >= 0x80:
+		return &gateway.RefusedError{Code: ackCode(rc), Reason: fmt.Sprintf("reason code 0x%02x", rc)}
 	}
 	return nil
 }

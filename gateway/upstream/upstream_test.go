@@ -113,6 +113,19 @@ func TestPublish(t *testing.T) {
 				t.Errorf("observer got %v; want %s q%d retain=%v %q", got, m.Topic, q, m.Retain, m.Payload)
 			}
 		}
+		// A payload larger than the read and gathering buffers, and a
+		// PUBLISH the broker must never see: a filter is not a topic name.
+		big := gateway.Message{Topic: "up/big", Payload: make([]byte, 70000), QoS: 1}
+		if err := publish(c, big); err != nil {
+			t.Fatalf("Publish of %d octets: %v", len(big.Payload), err)
+		}
+		if got := obs.Expect(wait); got.Topic != big.Topic || len(got.Payload) != len(big.Payload) {
+			t.Errorf("observer got %v; want %s with %d octets", got, big.Topic, len(big.Payload))
+		}
+		for _, topic := range []string{"up/+", "up/#", ""} {
+			err := publish(c, gateway.Message{Topic: topic, Payload: []byte("x"), QoS: 1})
+			expectRefused(t, err, mqttsn.RejectedNotSupported)
+		}
 		c.Disconnect(true)
 		obs.ExpectNone(quiet)
 	})
