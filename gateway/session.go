@@ -109,7 +109,7 @@ type session struct {
 	reg          *topicmap.Registry
 	subs         map[string]byte         // filter → granted QoS
 	upPending    map[pendingKey]struct{} // client requests waiting for the broker
-	outstanding  int                     // client requests queued upstream, bounded by opsSize
+	outstanding  atomic.Int32            // client requests queued upstream, bounded by opsSize; the worker ends QoS 0 PUBLISHes itself
 	qos2In       map[uint16]bool         // uplink QoS 2 MsgIds before PUBREL; true once PUBREC was sent
 	out          *outbound               // the one gateway-initiated exchange in flight
 	nextMsgID    uint16
@@ -495,10 +495,10 @@ func (s *session) request(o op) bool {
 	o.epoch = s.epoch
 	switch o.kind {
 	case opPublish, opSubscribe, opUnsubscribe:
-		if s.outstanding >= opsSize {
+		if s.outstanding.Load() >= opsSize {
 			return false
 		}
-		s.outstanding++
+		s.outstanding.Add(1)
 	}
 	s.opq.push(o)
 	return true

@@ -90,7 +90,7 @@ func (s *session) onPublish(m *mqttsn.Publish) {
 }
 
 func (s *session) onPublishResult(r resPublish) {
-	s.outstanding--
+	s.outstanding.Add(-1)
 	m := &r.op.msg
 	if r.op.epoch != s.epoch {
 		// The client reconnected meanwhile: no answer to a former
@@ -160,7 +160,7 @@ func (s *session) onSubscribe(m *mqttsn.Subscribe) {
 }
 
 func (s *session) onSubscribeResult(r resSubscribe) {
-	s.outstanding--
+	s.outstanding.Add(-1)
 	if r.op.epoch != s.epoch {
 		return
 	}
@@ -197,7 +197,7 @@ func (s *session) onUnsubscribe(m *mqttsn.Unsubscribe) {
 }
 
 func (s *session) onUnsubscribeResult(r resUnsubscribe) {
-	s.outstanding--
+	s.outstanding.Add(-1)
 	if r.op.epoch != s.epoch {
 		return
 	}

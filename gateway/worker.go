@@ -259,6 +259,12 @@ func (s *session) exec(conn Conn, o op) Conn {
 		if conn != nil {
 			err = conn.Publish(ctx, o.msg)
 		}
+		if err == nil && o.msg.QoS == 0 {
+			// Nothing to answer the client: the session need not be woken.
+			s.g.stats.publishUp.Add(1)
+			s.outstanding.Add(-1)
+			return conn
+		}
 		s.report(resPublish{op: o, err: err})
 	case opSubscribe:
 		var granted byte
