@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -22,6 +21,10 @@ import (
 // then fail to decode (counted as malformed).
 const maxDatagram = 2048
 
+// errStopped is a link's answer to redial once the run is shutting down:
+// not a connect failure.
+var errStopped = errors.New("the run is shutting down")
+
 // driver runs one sensor in its own goroutine: the only one that touches
 // the sensor. Its link's reader goroutine decodes datagrams into inbox.
 type driver struct {
@@ -32,7 +35,8 @@ type driver struct {
 
 // run drives the sensor until it is done or hardStop closes. It starts the
 // sensor at startAt, stops its publications when stopUplink closes, and
-// shuts it down when shutdown closes.
+// shuts it down when shutdown closes. On hardStop the sensor is abandoned:
+// its publications in flight are recorded as unfinished.
 func (d *driver) run(startAt time.Time, stopUplink, shutdown, hardStop <-chan struct{}) {
 	defer close(d.quit)
 	s := d.s
@@ -62,25 +66,29 @@ func (d *driver) run(startAt time.Time, stopUplink, shutdown, hardStop <-chan st
 			shutdown = nil
 			s.shutdown(time.Now())
 		case <-hardStop:
+			s.abandon()
 			return
 		}
 	}
 }
 
-// readLoop reads datagrams from conn until it is closed or quit closes,
-// and hands what decodes to inbox. Malformed datagrams are counted and
-// dropped: nothing the gateway sends can crash a sensor.
-func readLoop(conn net.Conn, inbox chan<- mqttsn.Message, quit <-chan struct{}, fc *fleetCounters) {
+// readLoop reads datagrams from conn until it is closed (closed is closed
+// by the link's close, whatever error Read then returns) or quit closes, and
+// hands what decodes to inbox. Malformed datagrams are counted and dropped:
+// nothing the gateway sends can crash a sensor.
+func readLoop(conn net.Conn, closed, quit <-chan struct{}, inbox chan<- mqttsn.Message, fc *fleetCounters) {
 	buf := make([]byte, maxDatagram)
 	for {
 		n, err := conn.Read(buf)
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) || isClosed(quit) || strings.Contains(err.Error(), "closed") {
+			if errors.Is(err, net.ErrClosed) || errors.Is(err, dtls.ErrConnClosed) || isClosed(closed) || isClosed(quit) {
 				return
 			}
 			// ICMP port unreachable (no gateway yet) and the like.
 			select {
 			case <-quit:
+				return
+			case <-closed:
 				return
 			case <-time.After(10 * time.Millisecond):
 			}
@@ -111,11 +119,12 @@ func isClosed(c <-chan struct{}) bool {
 // udpLink is a sensor's own UDP socket, connected to the gateway; it keeps
 // its address for the whole run, as a real sensor does.
 type udpLink struct {
-	gw    *net.UDPAddr
-	conn  *net.UDPConn
-	inbox chan<- mqttsn.Message
-	quit  <-chan struct{}
-	fc    *fleetCounters
+	gw     *net.UDPAddr
+	conn   *net.UDPConn
+	closed chan struct{} // closed by close: the reader stops
+	inbox  chan<- mqttsn.Message
+	quit   <-chan struct{}
+	fc     *fleetCounters
 }
 
 func (l *udpLink) send(b []byte) error {
@@ -136,23 +145,30 @@ func (l *udpLink) redial() error {
 		return fmt.Errorf("udp socket to %v: %w", l.gw, err)
 	}
 	l.conn = c
-	go readLoop(c, l.inbox, l.quit, l.fc)
+	l.closed = make(chan struct{})
+	go readLoop(c, l.closed, l.quit, l.inbox, l.fc)
 	return nil
 }
 
 func (l *udpLink) close() {
 	if l.conn != nil {
+		close(l.closed)
 		_ = l.conn.Close()
+		l.conn = nil
 	}
 }
 
 // dtlsLink is a DTLS association with the gateway, handshaken anew (from a
 // new socket) for every CONNECT after a lost connection.
 type dtlsLink struct {
-	gw      *net.UDPAddr
-	opts    []dtls.ClientOption
+	gw   *net.UDPAddr
+	opts []dtls.ClientOption
+	// ctx bounds every handshake besides timeout: the run cancels it when
+	// it shuts down, so that no sensor waits out a handshake then.
+	ctx     context.Context
 	timeout time.Duration
 	conn    *dtls.Conn
+	closed  chan struct{} // closed by close: the reader stops
 	inbox   chan<- mqttsn.Message
 	quit    <-chan struct{}
 	fc      *fleetCounters
@@ -178,10 +194,13 @@ func (l *dtlsLink) redial() error {
 		_ = pc.Close()
 		return fmt.Errorf("dtls client for %v: %w", l.gw, err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
+	ctx, cancel := context.WithTimeout(l.ctx, l.timeout)
 	defer cancel()
 	if err := c.HandshakeContext(ctx); err != nil {
 		_ = c.Close()
+		if l.ctx.Err() != nil {
+			return fmt.Errorf("dtls handshake with %v: %w", l.gw, errStopped)
+		}
 		err = fmt.Errorf("dtls handshake with %v: %w", l.gw, err)
 		if l.onError != nil {
 			l.onError(err)
@@ -189,12 +208,14 @@ func (l *dtlsLink) redial() error {
 		return err
 	}
 	l.conn = c
-	go readLoop(c, l.inbox, l.quit, l.fc)
+	l.closed = make(chan struct{})
+	go readLoop(c, l.closed, l.quit, l.inbox, l.fc)
 	return nil
 }
 
 func (l *dtlsLink) close() {
 	if l.conn != nil {
+		close(l.closed)
 		_ = l.conn.Close()
 		l.conn = nil
 	}

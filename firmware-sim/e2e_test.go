@@ -90,6 +90,12 @@ func runScenario(t *testing.T, sc *Scenario, wantUp, wantDown []string) *Report 
 	if !rep.Verified || !rep.Passed {
 		t.Errorf("report: verified %v, passed %v, failures %v", rep.Verified, rep.Passed, rep.Failures)
 	}
+	if rep.Seed != sc.Seed || rep.Stale != 0 || rep.Foreign != 0 || rep.EncodeErrors != 0 {
+		t.Errorf("seed %d (scenario %d), stale %d, foreign %d, encode errors %d", rep.Seed, sc.Seed, rep.Stale, rep.Foreign, rep.EncodeErrors)
+	}
+	if n := len(rep.Timeline); n < int(rep.DurationS) || (n > 0 && rep.Timeline[n-1].Up == 0) {
+		t.Errorf("timeline of %d points over %.1f s: %+v", n, rep.DurationS, rep.Timeline)
+	}
 	check := func(dir string, m map[string]*Stream, want []string) {
 		for _, k := range want {
 			st := m[k]

@@ -7,10 +7,13 @@
 // A scenario file (TOML) describes groups of sensors; flags override its
 // top-level keys. With -verify an MQTT observer on the broker checks that
 // every message arrived, once and in order, and the exit status is 1 when
-// a QoS 1/2 message was lost or a QoS 2 message duplicated. -json prints
-// the report as JSON on stdout. -direct sends the same uplink load straight
-// to the broker over MQTT, without the gateway, as a baseline. The README's
-// "firmware-sim" section lists the flags and the scenario keys.
+// a QoS 1/2 message was lost or a QoS 2 message duplicated, or when the run
+// could not test what it was to (a group published nothing or got no
+// command, sensors never connected, the broker refused commands). -json
+// prints the report as JSON on stdout. -direct sends the same uplink load
+// straight to the broker over MQTT, without the gateway, as a baseline. The
+// README's section "Simulate a fleet: firmware-sim" lists the flags and the
+// scenario keys.
 package main
 
 import (
@@ -33,7 +36,8 @@ func main() {
 }
 
 // run is main with its arguments and outputs, returning the exit status:
-// 0 success, 1 verification failed, 2 bad usage or scenario, 3 run error.
+// 0 success, 1 verification failed, 2 bad usage or scenario (-sensors
+// included), 3 run error.
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("firmware-sim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -112,7 +116,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		sc.DTLS.Gateway = *dtlsGW
 	}
 	if *sensors >= 0 {
-		sc.ScaleSensors(*sensors)
+		if err := sc.ScaleSensors(*sensors); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 2
+		}
 	}
 	lvl, err := zerolog.ParseLevel(*logLevel)
 	if err != nil {

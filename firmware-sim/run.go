@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -27,7 +28,9 @@ type Options struct {
 	Progress io.Writer
 	// ProgressTTY rewrites one line with \r every ProgressEvery; otherwise
 	// a plain line is written every ProgressEvery.
-	ProgressTTY   bool
+	ProgressTTY bool
+	// ProgressEvery is the progress display's period; 0: 1 s on a
+	// terminal (ProgressTTY), 5 s otherwise.
 	ProgressEvery time.Duration
 	// ObserverID is the observer's MQTT ClientId; default
 	// "firmware-sim-observer-<pid>".
@@ -43,7 +46,9 @@ type Stream struct {
 	// acknowledged (PUBACK, PUBCOMP; for commands, the broker's) or given up
 	// after the retries (those count as lost unless delivered anyway).
 	Sent uint64 `json:"sent"`
-	// Delivered counts distinct sent messages that arrived.
+	// Delivered counts the sent messages that arrived: the intersection of
+	// the sequence numbers sent and those seen, so that an extra arrival
+	// cannot hide a loss.
 	Delivered uint64 `json:"delivered"`
 	// Lost is Sent - Delivered.
 	Lost uint64 `json:"lost"`
@@ -53,51 +58,113 @@ type Stream struct {
 	OutOfOrder uint64 `json:"out_of_order"`
 	// Failed counts QoS 1/2 publications given up (retries exhausted,
 	// rejected), or commands the broker did not accept; included in Sent
-	// for uplink.
+	// for uplink, not for commands.
 	Failed uint64 `json:"failed"`
 	// Unfinished counts QoS 1/2 publications still in flight when the run
 	// ended: excluded from Sent.
 	Unfinished uint64 `json:"unfinished"`
-	// Latency from first transmission to arrival, in µs.
+	// Skipped counts uplink readings that fell due while their sensor
+	// could not publish (not connected, or too far behind its schedule):
+	// never sent, so neither in Sent nor lost.
+	Skipped uint64 `json:"skipped"`
+	// LatencyP50 is the median latency from first transmission to
+	// arrival, in µs.
 	LatencyP50 uint64 `json:"latency_p50_us"`
+	// LatencyP99 is the 99th percentile of the latency, in µs.
 	LatencyP99 uint64 `json:"latency_p99_us"`
+	// LatencyMax is the largest latency, in µs.
 	LatencyMax uint64 `json:"latency_max_us"`
+}
+
+// TimelinePoint is one sample of a run's progress.
+type TimelinePoint struct {
+	// T is the time of the sample in seconds since the sensors started.
+	T float64 `json:"t"`
+	// Up is the uplink publications finished so far over all sensors:
+	// written (QoS 0/-1), acknowledged or given up (QoS 1/2).
+	Up uint64 `json:"up"`
+	// Down is the commands the sensors received so far (each counted once).
+	Down uint64 `json:"down"`
 }
 
 // Report is the outcome of a run, printed as text or (-json) as JSON.
 type Report struct {
+	// Scenario is the scenario's name.
 	Scenario string `json:"scenario"`
+	// Seed is the seed the sensors' randomness came from (the scenario's,
+	// or the random one picked when it was 0): -seed reproduces the run's
+	// schedule.
+	Seed uint64 `json:"seed"`
 	// Verified is true when an observer checked delivery (-verify).
 	Verified bool `json:"verified"`
-	// Passed is false when a verified run lost QoS 1/2 messages or
-	// duplicated QoS 2 ones; Failures says which.
-	Passed   bool     `json:"passed"`
+	// Passed is false when a verified run lost QoS 1/2 messages,
+	// duplicated QoS 2 ones, or could not test what it was to test (a
+	// group that published nothing or sent no command, sensors that never
+	// connected, commands the broker refused); Failures says which.
+	Passed bool `json:"passed"`
+	// Failures lists why a verified run did not pass, one line each.
 	Failures []string `json:"failures,omitempty"`
-	Sensors  int      `json:"sensors"`
-	// DurationS is the publishing phase; DrainS the wait after it.
+	// Sensors is the number of simulated sensors.
+	Sensors int `json:"sensors"`
+	// DurationS is the publishing phase in seconds.
 	DurationS float64 `json:"duration_s"`
-	DrainS    float64 `json:"drain_s"`
+	// DrainS is the wait after it, in seconds.
+	DrainS float64 `json:"drain_s"`
 	// OfferedRate is the configured uplink rate (msg/s; back-to-back
-	// groups not included); AchievedRate the uplink publications finished
-	// per second of DurationS; DeliveredRate those the observer got.
-	OfferedRate   float64 `json:"offered_rate"`
-	AchievedRate  float64 `json:"achieved_rate"`
+	// groups not included).
+	OfferedRate float64 `json:"offered_rate"`
+	// AchievedRate is the uplink publications finished per second of
+	// DurationS.
+	AchievedRate float64 `json:"achieved_rate"`
+	// DeliveredRate is the uplink publications the observer got per second
+	// of DurationS.
 	DeliveredRate float64 `json:"delivered_rate"`
-	// Uplink and Downlink by QoS: "qos-1", "qos0", "qos1", "qos2".
-	Uplink   map[string]*Stream `json:"uplink"`
+	// Uplink is the sensors' publications by QoS: "qos-1", "qos0", "qos1",
+	// "qos2".
+	Uplink map[string]*Stream `json:"uplink"`
+	// Downlink is the commands by QoS, as Uplink.
 	Downlink map[string]*Stream `json:"downlink"`
+	// Timeline has one point per second from the sensors' start until the
+	// run ends, drain and shutdown included (not in the text report).
+	Timeline []TimelinePoint `json:"timeline"`
 
-	Connects        uint64 `json:"connects"`
+	// Connects counts accepted CONNECTs (full connects and resumes).
+	Connects uint64 `json:"connects"`
+	// ConnectFailures counts CONNECTs refused or unanswered, and DTLS
+	// handshakes that failed.
 	ConnectFailures uint64 `json:"connect_failures"`
-	Reconnects      uint64 `json:"reconnects"`
-	Sleeps          uint64 `json:"sleeps"`
-	WakeUps         uint64 `json:"wake_ups"`
+	// Reconnects counts connections the sensors considered lost and tried
+	// again.
+	Reconnects uint64 `json:"reconnects"`
+	// Sleeps counts DISCONNECT(Duration) the gateway accepted.
+	Sleeps uint64 `json:"sleeps"`
+	// WakeUps counts PINGREQ(ClientId) wake-ups.
+	WakeUps uint64 `json:"wake_ups"`
+	// Retransmissions counts PUBLISHes sent again (DUP).
 	Retransmissions uint64 `json:"retransmissions"`
-	Rejected        uint64 `json:"rejected"`
-	Malformed       uint64 `json:"malformed"`
-	Unexpected      uint64 `json:"unexpected"`
-	SendErrors      uint64 `json:"send_errors"`
-	Foreign         uint64 `json:"foreign_messages"`
+	// Rejected counts PUBACK, REGACK and SUBACK with a return code other
+	// than accepted.
+	Rejected uint64 `json:"rejected"`
+	// Malformed counts datagrams from the gateway that did not decode.
+	Malformed uint64 `json:"malformed"`
+	// Unexpected counts valid messages from the gateway that had no use in
+	// the sensor's state.
+	Unexpected uint64 `json:"unexpected"`
+	// SendErrors counts datagrams (or, with -direct, MQTT publishes) that
+	// could not be written.
+	SendErrors uint64 `json:"send_errors"`
+	// EncodeErrors counts messages a sensor could not encode; a sensor
+	// whose request does not encode gives up.
+	EncodeErrors uint64 `json:"encode_errors"`
+	// Foreign counts messages the observer got that are no sensor's: not
+	// a payload of this simulator, or an unknown ClientId.
+	Foreign uint64 `json:"foreign_messages"`
+	// Stale counts messages with a sensor's ClientId that are not this
+	// run's (retained, another run's nonce, a seq never assigned), at the
+	// observer and at the sensors; they are not counted as delivered.
+	Stale uint64 `json:"stale_messages"`
+	// CommandsSkipped counts commands not sent because every commander
+	// worker was busy.
 	CommandsSkipped uint64 `json:"commands_skipped"`
 }
 
@@ -124,6 +191,135 @@ func autoDrain(sc *Scenario) time.Duration {
 		}
 	}
 	return d
+}
+
+// timelineEvery is the period of the report's timeline.
+const timelineEvery = time.Second
+
+// runState is what Run and runDirect share: the sensors, the observer,
+// the progress display and the timeline.
+type runState struct {
+	sc     *Scenario
+	opt    Options
+	seed   uint64
+	env    *env
+	groups [][]*sensor // by group
+	all    []*sensor
+	byID   map[string]*sensor
+	obs    *observer
+	t0     time.Time
+
+	progDone, progStopped chan struct{}
+	tl                    *timeline
+}
+
+// newRunState prepares a run of sc: its seed (sc.Seed, or a random one)
+// and its environment with a fresh nonce.
+func newRunState(sc *Scenario, opt Options) *runState {
+	seed := sc.Seed
+	if seed == 0 {
+		seed = rand.Uint64()
+	}
+	return &runState{sc: sc, opt: opt, seed: seed, env: newEnv(newRunNonce()),
+		groups: make([][]*sensor, len(sc.Groups)), byID: map[string]*sensor{}}
+}
+
+// add adds s to group gi. Two sensors with one ClientId are an error (the
+// parser rejects such scenarios; this catches scenarios built in code).
+func (r *runState) add(gi int, s *sensor) error {
+	if _, dup := r.byID[s.clientID]; dup {
+		return fmt.Errorf("group %s: ClientId %q is used by two sensors", s.g.Name, s.clientID)
+	}
+	r.byID[s.clientID] = s
+	r.groups[gi] = append(r.groups[gi], s)
+	r.all = append(r.all, s)
+	return nil
+}
+
+// observe connects the observer, subscribed to the topics of the groups
+// that publish. The caller closes it.
+func (r *runState) observe(ctx context.Context) error {
+	var filters []string
+	for _, g := range r.sc.Groups {
+		if g.Count == 0 || !g.Publishes || g.Topic == "" {
+			continue
+		}
+		if f := filterOf(g.Topic); !slices.Contains(filters, f) {
+			filters = append(filters, f)
+		}
+	}
+	id := r.opt.ObserverID
+	if id == "" {
+		id = "firmware-sim-observer-" + strconv.Itoa(os.Getpid())
+	}
+	commands := false
+	for _, g := range r.sc.Groups {
+		commands = commands || g.Count > 0 && g.CommandInterval > 0 && g.CommandTopic != ""
+	}
+	obs, err := newObserver(ctx, r.sc.Broker, id, r.sc.ObserverQoS, r.env, r.byID, filters, commands && !r.opt.Direct)
+	if err != nil {
+		return err
+	}
+	r.obs = obs
+	return nil
+}
+
+// startClock sets the run's start, t0, and starts the progress display
+// (for total sensors) and the timeline.
+func (r *runState) startClock(total int) time.Time {
+	r.t0 = time.Now()
+	r.tl = startTimeline(r.all, r.t0, timelineEvery)
+	r.progDone, r.progStopped = make(chan struct{}), make(chan struct{})
+	if r.opt.Progress == nil {
+		close(r.progStopped)
+		return r.t0
+	}
+	prog := &progress{opt: r.opt, sensors: r.all, env: r.env, total: total, start: r.t0}
+	go func() {
+		defer close(r.progStopped)
+		prog.loop(r.progDone)
+	}()
+	return r.t0
+}
+
+// publishing waits for the end of the publishing phase (sc.Duration, or
+// ctx cancelled) and returns its length.
+func (r *runState) publishing(ctx context.Context) time.Duration {
+	timer := time.NewTimer(r.sc.Duration)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	return time.Since(r.t0)
+}
+
+// drain waits until everything sent has arrived (settled), or for d, and
+// returns how long it waited.
+func (r *runState) drain(d time.Duration) time.Duration {
+	start := time.Now()
+	for time.Since(start) < d && !settled(r.all, r.obs != nil) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// finish stops the displays and the timeline and reports on sensors
+// sensors. The error is the observer's lost connection, if any.
+func (r *runState) finish(cmd *commander, runTime, drainTime time.Duration, sensors int) (*Report, error) {
+	close(r.progDone)
+	<-r.progStopped
+	timeline := r.tl.stop()
+	rep := report(r.sc, r.groups, r.obs, cmd, r.env, runTime, drainTime)
+	rep.Sensors = sensors
+	rep.Seed = r.seed
+	rep.Timeline = timeline
+	if r.obs != nil {
+		if err := r.obs.err(); err != nil {
+			return rep, fmt.Errorf("observer lost its broker connection: %w", err)
+		}
+	}
+	return rep, nil
 }
 
 // Run runs the scenario sc until its duration ends or ctx is cancelled,
@@ -154,30 +350,15 @@ func Run(ctx context.Context, sc *Scenario, opt Options) (*Report, error) {
 			return nil, err
 		}
 	}
-	seed := sc.Seed
-	if seed == 0 {
-		seed = rand.Uint64()
-	}
 
-	clk := newClock()
-	fleet := new(fleetCounters)
-	e := &env{clk: clk, fleet: fleet}
-	var upLat [4]*Histogram
-	for i := range e.downLat {
-		e.downLat[i] = new(Histogram)
-	}
-	for i := range upLat {
-		upLat[i] = new(Histogram)
-	}
-
-	hardStop := make(chan struct{})
+	r := newRunState(sc, opt)
+	// linkCtx bounds the DTLS handshakes: cancelled at shutdown.
+	linkCtx, cancelLinks := context.WithCancel(context.Background())
+	defer cancelLinks()
 	var drivers []*driver
-	var groups [][]*sensor
-	byID := map[string]*sensor{}
 	total, connectable := 0, 0
 	for gi := range sc.Groups {
 		g := &sc.Groups[gi]
-		var ss []*sensor
 		for i := range g.Count {
 			d := &driver{inbox: make(chan mqttsn.Message, 32), quit: make(chan struct{})}
 			var l link
@@ -187,149 +368,95 @@ func Run(ctx context.Context, sc *Scenario, opt Options) (*Report, error) {
 				if err != nil {
 					return nil, err
 				}
-				l = &dtlsLink{gw: dtlsGW, opts: opts, timeout: max(g.RetryInterval*time.Duration(g.MaxRetries+1), 5*time.Second),
-					inbox: d.inbox, quit: d.quit, fc: fleet,
+				l = &dtlsLink{gw: dtlsGW, opts: opts, ctx: linkCtx, timeout: max(g.RetryInterval*time.Duration(g.MaxRetries+1), 5*time.Second),
+					inbox: d.inbox, quit: d.quit, fc: r.env.fleet,
 					onError: func(err error) { opt.Log.Debug().Str("client", id).Err(err).Msg("DTLS handshake failed") }}
 			} else {
-				l = &udpLink{gw: gw, inbox: d.inbox, quit: d.quit, fc: fleet}
+				l = &udpLink{gw: gw, inbox: d.inbox, quit: d.quit, fc: r.env.fleet}
 			}
-			s := newSensor(g, e, g.First+i, l, seed+uint64(gi)<<32)
-			if _, dup := byID[s.clientID]; dup {
-				return nil, fmt.Errorf("group %s: ClientId %q is used by two sensors", g.Name, s.clientID)
+			s := newSensor(g, r.env, g.First+i, l, r.seed+uint64(gi)<<32)
+			if err := r.add(gi, s); err != nil {
+				return nil, err
 			}
-			byID[s.clientID] = s
 			d.s = s
 			drivers = append(drivers, d)
-			ss = append(ss, s)
 		}
-		groups = append(groups, ss)
 		total += g.Count
 		if g.QoS != mqttsn.QoSMinus1 {
 			connectable += g.Count
 		}
 	}
 
-	var obs *observer
 	if sc.Verify {
-		var filters []string
-		for _, g := range sc.Groups {
-			if g.Count == 0 || !g.Publishes || g.Topic == "" {
-				continue
-			}
-			if f := filterOf(g.Topic); !slices.Contains(filters, f) {
-				filters = append(filters, f)
-			}
-		}
-		id := opt.ObserverID
-		if id == "" {
-			id = "firmware-sim-observer-" + strconv.Itoa(os.Getpid())
-		}
-		if obs, err = newObserver(ctx, sc.Broker, id, sc.ObserverQoS, clk, byID, &upLat, filters); err != nil {
+		if err := r.observe(ctx); err != nil {
 			return nil, err
 		}
-		defer obs.close()
+		defer r.obs.close()
 	}
 
-	stopUplink, shutdown := make(chan struct{}), make(chan struct{})
+	stopUplink, shutdown, hardStop := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	var wg sync.WaitGroup
-	t0 := time.Now()
+	t0 := r.startClock(connectable)
 	k := 0
-	for gi, ss := range groups {
+	for gi, ss := range r.groups {
 		g := &sc.Groups[gi]
-		for i, s := range ss {
+		for i := range ss {
 			d := drivers[k]
 			k++
 			at := t0
 			if g.Ramp > 0 && len(ss) > 1 {
 				at = t0.Add(g.Ramp * time.Duration(i) / time.Duration(len(ss)))
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				d.run(at, stopUplink, shutdown, hardStop)
-				switch l := s.link.(type) {
-				case *udpLink:
-					l.close()
-				case *dtlsLink:
-					l.close()
-				}
-			}()
+				d.s.link.close()
+			})
 		}
 	}
 	cmdStop := make(chan struct{})
 	var cmd *commander
-	if obs != nil {
-		cmd = startCommander(obs, clk, groups, cmdStop)
-	}
-	prog := &progress{opt: opt, drivers: drivers, upLat: &upLat, fleet: fleet, total: connectable, start: t0}
-	progDone := make(chan struct{})
-	progStopped := make(chan struct{})
-	if opt.Progress != nil {
-		go func() {
-			defer close(progStopped)
-			prog.loop(progDone)
-		}()
-	} else {
-		close(progStopped)
+	if r.obs != nil {
+		cmd = startCommander(r.obs, r.groups, cmdStop)
 	}
 
-	// The publishing phase.
-	timer := time.NewTimer(sc.Duration)
-	select {
-	case <-timer.C:
-	case <-ctx.Done():
-		timer.Stop()
-	}
-	runTime := time.Since(t0)
+	runTime := r.publishing(ctx)
 	close(stopUplink)
 	close(cmdStop)
 	if cmd != nil {
 		cmd.wg.Wait()
 	}
 
-	// Drain: until everything sent has arrived, or the drain time is up.
 	drain := sc.Drain
 	if drain == 0 {
 		drain = autoDrain(sc)
 	}
-	drainStart := time.Now()
-	for time.Since(drainStart) < drain && !settled(drivers, obs != nil) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	drainTime := time.Since(drainStart)
+	drainTime := r.drain(drain)
 
-	// Shut down: every connected sensor says DISCONNECT.
+	// Shut down: every connected sensor says DISCONNECT; handshakes in
+	// progress end; whoever is not done in time is abandoned.
 	close(shutdown)
+	cancelLinks()
 	maxRetry := time.Second
 	for _, g := range sc.Groups {
 		maxRetry = max(maxRetry, g.RetryInterval)
 	}
 	finished := make(chan struct{})
 	go func() { wg.Wait(); close(finished) }()
+	grace := time.NewTimer(min(2*maxRetry, 5*time.Second))
+	defer grace.Stop()
 	select {
 	case <-finished:
-	case <-time.After(min(2*maxRetry, 5*time.Second)):
+	case <-grace.C:
 		close(hardStop)
 		<-finished
 	}
-	close(progDone)
-	<-progStopped
-
-	rep := report(sc, groups, obs, cmd, &upLat, e, runTime, drainTime)
-	rep.Sensors = total
-	if obs != nil {
-		if err := obs.err(); err != nil {
-			return rep, fmt.Errorf("observer lost its broker connection: %w", err)
-		}
-	}
-	return rep, nil
+	return r.finish(cmd, runTime, drainTime, total)
 }
 
 // settled reports whether nothing is in flight and, when verifying,
 // everything sent has arrived.
-func settled(drivers []*driver, verify bool) bool {
-	for _, d := range drivers {
-		s := d.s
+func settled(sensors []*sensor, verify bool) bool {
+	for _, s := range sensors {
 		if s.up.inFlight.Load() != 0 {
 			return false
 		}
@@ -337,9 +464,9 @@ func settled(drivers []*driver, verify bool) bool {
 			continue
 		}
 		if s.g.Publishes {
-			want := s.up.sent.Load() + s.up.acked.Load() + s.up.failed.Load()
+			want := s.up.finished()
 			s.seen.mu.Lock()
-			got := s.seen.set.unique
+			got := s.seen.set.unique // only seqs the sensor assigned (observer.count)
 			s.seen.mu.Unlock()
 			if got < want {
 				return false
@@ -352,8 +479,54 @@ func settled(drivers []*driver, verify bool) bool {
 	return true
 }
 
-// report adds up the sensors' counts. It runs after every driver returned.
-func report(sc *Scenario, groups [][]*sensor, obs *observer, cmd *commander, upLat *[4]*Histogram, e *env, runTime, drainTime time.Duration) *Report {
+// timeline samples the run's progress every period, in its own goroutine,
+// until stop.
+type timeline struct {
+	sensors []*sensor
+	t0      time.Time
+	quit    chan struct{}
+	done    chan struct{}
+	points  []TimelinePoint // the sampler's until done closes
+}
+
+// startTimeline starts sampling sensors every period from t0.
+func startTimeline(sensors []*sensor, t0 time.Time, every time.Duration) *timeline {
+	t := &timeline{sensors: sensors, t0: t0, quit: make(chan struct{}), done: make(chan struct{}), points: []TimelinePoint{}}
+	go func() {
+		defer close(t.done)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-t.quit:
+				return
+			case now := <-tick.C:
+				t.points = append(t.points, t.sample(now))
+			}
+		}
+	}()
+	return t
+}
+
+// sample reads the sensors' counters at now.
+func (t *timeline) sample(now time.Time) TimelinePoint {
+	p := TimelinePoint{T: math.Round(now.Sub(t.t0).Seconds()*1000) / 1000}
+	for _, s := range t.sensors {
+		p.Up += s.up.finished()
+		p.Down += s.down.received.Load()
+	}
+	return p
+}
+
+// stop ends the sampling and returns the points.
+func (t *timeline) stop() []TimelinePoint {
+	close(t.quit)
+	<-t.done
+	return t.points
+}
+
+// report adds up the sensors' counts. It runs after every sensor stopped.
+func report(sc *Scenario, groups [][]*sensor, obs *observer, cmd *commander, e *env, runTime, drainTime time.Duration) *Report {
 	r := &Report{
 		Scenario:  sc.Name,
 		Verified:  obs != nil,
@@ -362,63 +535,85 @@ func report(sc *Scenario, groups [][]*sensor, obs *observer, cmd *commander, upL
 		DrainS:    drainTime.Seconds(),
 		Uplink:    map[string]*Stream{},
 		Downlink:  map[string]*Stream{},
+		Timeline:  []TimelinePoint{},
 	}
+	var groupFailures []string
 	var achieved, delivered uint64
 	for gi, ss := range groups {
 		g := &sc.Groups[gi]
 		r.OfferedRate += g.OfferedRate()
+		var finished, cmdSent, cmdFailed, connFailures uint64
+		neverConnected := 0
 		for _, s := range ss {
 			r.Retransmissions += s.up.retrans.Load()
 			r.Rejected += s.up.rejected.Load()
+			r.Stale += s.down.stale.Load()
+			connFailures += s.connectFailures
+			if s.connects == 0 && s.connectFailures > 0 {
+				neverConnected++
+			}
 			if g.Publishes {
 				st := stream(r.Uplink, g.QoS)
-				var sent, got uint64
-				s.seen.mu.Lock()
-				set := &s.seen.set
-				got = set.unique
+				st.Skipped += s.up.skipped.Load()
+				var sent uint64
 				if g.QoS == mqttsn.QoS0 || g.QoS == mqttsn.QoSMinus1 {
 					sent = s.up.sent.Load()
 				} else {
 					sent = s.up.acked.Load() + s.up.failed.Load()
 					st.Failed += s.up.failed.Load()
 					st.Unfinished += uint64(len(s.unfinished))
-					for _, seq := range s.unfinished {
-						if set.has(seq) {
-							got--
-						}
-					}
 				}
-				st.Duplicated += set.duplicated
-				st.OutOfOrder += set.outOfOrder
+				// Seqs 1..s.seq were sent, but for the unfinished ones.
+				s.seen.mu.Lock()
+				got := s.seen.set.delivered(s.seq, s.unfinished)
+				st.Duplicated += s.seen.set.duplicated
+				st.OutOfOrder += s.seen.set.outOfOrder
 				s.seen.mu.Unlock()
+				finished += s.up.finished()
 				achieved += sent
 				st.Sent += sent
 				if obs != nil {
-					got = min(got, sent)
 					delivered += got
 					st.Delivered += got
-					st.Lost += sent - got
+					st.Lost += sub0(sent, got)
 				}
 			}
 			if s.cmdTopic != "" && g.CommandInterval > 0 && obs != nil {
 				st := stream(r.Downlink, g.CommandQoS)
-				sent, got := s.down.sent.Load(), s.down.received.Load()
-				got = min(got, sent)
+				s.down.mu.Lock()
+				unsent := s.down.unsent
+				s.down.mu.Unlock()
+				// Seqs 1..next were handed out, but for those not sent.
+				sent, got := s.down.sent.Load(), s.down.set.delivered(s.down.next.Load(), unsent)
 				st.Sent += sent
 				st.Delivered += got
-				st.Lost += sent - got
+				st.Lost += sub0(sent, got)
 				st.Failed += s.down.sendFail.Load()
 				st.Duplicated += s.down.set.duplicated
 				st.OutOfOrder += s.down.set.outOfOrder
+				cmdSent += sent
+				cmdFailed += s.down.sendFail.Load()
 			}
+		}
+		if len(ss) == 0 {
+			continue
+		}
+		if g.Publishes && finished == 0 {
+			groupFailures = append(groupFailures, fmt.Sprintf("group %s: no publication finished by its %d sensors", g.Name, len(ss)))
+		}
+		if neverConnected > 0 && g.QoS != mqttsn.QoSMinus1 {
+			groupFailures = append(groupFailures, fmt.Sprintf("group %s: %d of %d sensors never connected (%d connect failures)", g.Name, neverConnected, len(ss), connFailures))
+		}
+		if cmd != nil && g.CommandInterval > 0 && ss[0].cmdTopic != "" && cmdSent == 0 && cmdFailed == 0 {
+			groupFailures = append(groupFailures, fmt.Sprintf("group %s: no command sent (no sensor was subscribed)", g.Name))
 		}
 	}
 	for k, st := range r.Uplink {
-		h := upLat[qosFromKey(k)&3]
+		h := e.upLat.of(qosFromKey(k))
 		st.LatencyP50, st.LatencyP99, st.LatencyMax = h.Percentile(50), h.Percentile(99), h.Max()
 	}
 	for k, st := range r.Downlink {
-		h := e.downLat[qosFromKey(k)&3]
+		h := e.downLat.of(qosFromKey(k))
 		st.LatencyP50, st.LatencyP99, st.LatencyMax = h.Percentile(50), h.Percentile(99), h.Max()
 	}
 	if runTime > 0 {
@@ -428,9 +623,10 @@ func report(sc *Scenario, groups [][]*sensor, obs *observer, cmd *commander, upL
 	f := e.fleet
 	r.Connects, r.ConnectFailures, r.Reconnects = f.connects.Load(), f.connectFailures.Load(), f.reconnects.Load()
 	r.Sleeps, r.WakeUps = f.sleeps.Load(), f.wakeUps.Load()
-	r.Malformed, r.Unexpected, r.SendErrors = f.malformed.Load(), f.unexpected.Load(), f.sendErrors.Load()
+	r.Malformed, r.Unexpected, r.SendErrors, r.EncodeErrors = f.malformed.Load(), f.unexpected.Load(), f.sendErrors.Load(), f.encodeErrors.Load()
 	if obs != nil {
 		r.Foreign = obs.foreign.Load()
+		r.Stale += obs.stale.Load()
 	}
 	if cmd != nil {
 		r.CommandsSkipped = cmd.skip.Load()
@@ -448,11 +644,29 @@ func report(sc *Scenario, groups [][]*sensor, obs *observer, cmd *commander, upL
 				if k == "qos2" && st.Duplicated > 0 {
 					r.Failures = append(r.Failures, fmt.Sprintf("%s %s: %d duplicated", dir.name, k, st.Duplicated))
 				}
+				if dir.name == "downlink" && st.Failed > 0 {
+					why := ""
+					if cmd != nil {
+						if p := cmd.firstErr.Load(); p != nil {
+							why = " (first: " + *p + ")"
+						}
+					}
+					r.Failures = append(r.Failures, fmt.Sprintf("%s %s: %d commands not accepted by the broker%s", dir.name, k, st.Failed, why))
+				}
 			}
 		}
+		r.Failures = append(r.Failures, groupFailures...)
 		r.Passed = len(r.Failures) == 0
 	}
 	return r
+}
+
+// sub0 returns a - b, or 0 when b is larger.
+func sub0(a, b uint64) uint64 {
+	if b > a {
+		return 0
+	}
+	return a - b
 }
 
 func stream(m map[string]*Stream, q mqttsn.QoS) *Stream {
@@ -484,9 +698,9 @@ func sortedKeys(m map[string]*Stream) []string {
 	return keys
 }
 
-// WriteText prints the report as a table.
+// WriteText prints the report as a table (the timeline is left out).
 func (r *Report) WriteText(w io.Writer) {
-	fmt.Fprintf(w, "scenario %s: %d sensors, %.1fs publishing + %.1fs drain\n", r.Scenario, r.Sensors, r.DurationS, r.DrainS)
+	fmt.Fprintf(w, "scenario %s: %d sensors, %.1fs publishing + %.1fs drain, seed %d\n", r.Scenario, r.Sensors, r.DurationS, r.DrainS, r.Seed)
 	fmt.Fprintf(w, "uplink rate: offered %.0f msg/s, achieved %.0f msg/s", r.OfferedRate, r.AchievedRate)
 	if r.Verified {
 		fmt.Fprintf(w, ", delivered %.0f msg/s", r.DeliveredRate)
@@ -512,9 +726,13 @@ func (r *Report) WriteText(w io.Writer) {
 	}
 	fmt.Fprintf(w, "connects %d, connect failures %d, reconnects %d, sleeps %d, wake-ups %d, retransmissions %d, rejected %d\n",
 		r.Connects, r.ConnectFailures, r.Reconnects, r.Sleeps, r.WakeUps, r.Retransmissions, r.Rejected)
-	if r.Malformed+r.Unexpected+r.SendErrors+r.Foreign+r.CommandsSkipped > 0 {
-		fmt.Fprintf(w, "malformed %d, unexpected %d, send errors %d, foreign messages %d, commands skipped %d\n",
-			r.Malformed, r.Unexpected, r.SendErrors, r.Foreign, r.CommandsSkipped)
+	var skipped uint64
+	for _, st := range r.Uplink {
+		skipped += st.Skipped
+	}
+	if r.Malformed+r.Unexpected+r.SendErrors+r.EncodeErrors+r.Foreign+r.Stale+r.CommandsSkipped+skipped > 0 {
+		fmt.Fprintf(w, "malformed %d, unexpected %d, send errors %d, encode errors %d, foreign messages %d, stale messages %d, commands skipped %d, readings skipped %d\n",
+			r.Malformed, r.Unexpected, r.SendErrors, r.EncodeErrors, r.Foreign, r.Stale, r.CommandsSkipped, skipped)
 	}
 	switch {
 	case !r.Verified:
@@ -540,9 +758,8 @@ func fmtMicros(us uint64) string {
 // progress writes the live display.
 type progress struct {
 	opt     Options
-	drivers []*driver
-	upLat   *[4]*Histogram
-	fleet   *fleetCounters
+	sensors []*sensor
+	env     *env
 	total   int
 	start   time.Time
 }
@@ -569,22 +786,21 @@ func (p *progress) loop(done <-chan struct{}) {
 		case now := <-t.C:
 			var sent, got, failed uint64
 			var inFlight int64
-			for _, d := range p.drivers {
-				s := d.s
-				sent += s.up.sent.Load() + s.up.acked.Load() + s.up.failed.Load()
+			for _, s := range p.sensors {
+				sent += s.up.finished()
 				failed += s.up.failed.Load()
 				inFlight += s.up.inFlight.Load()
 			}
 			var merged Histogram
-			for _, h := range p.upLat {
+			for _, h := range p.env.upLat {
 				merged.Merge(h)
 			}
 			got = merged.Count()
 			dt := now.Sub(last).Seconds()
 			line := fmt.Sprintf("%6.1fs  connected %d/%d  up %.0f msg/s  delivered %.0f msg/s  in flight %d  failed %d  p99 %s  reconnects %d",
-				now.Sub(p.start).Seconds(), p.fleet.connected.Load(), p.total,
+				now.Sub(p.start).Seconds(), p.env.fleet.connected.Load(), p.total,
 				float64(sent-lastSent)/dt, float64(got-lastGot)/dt, inFlight, failed,
-				fmtMicros(merged.Percentile(99)), p.fleet.reconnects.Load())
+				fmtMicros(merged.Percentile(99)), p.env.fleet.reconnects.Load())
 			lastSent, lastGot, last = sent, got, now
 			if p.opt.ProgressTTY {
 				fmt.Fprintf(p.opt.Progress, "\r%-130s", line)

@@ -16,23 +16,35 @@ import (
 	"github.com/sensorgate/mqttsn-gateway/mqttsn"
 )
 
-// A scenario file describes a fleet: where the gateway and the broker are,
-// how long to run, and one [[group]] table per kind of sensor. Every key is
-// optional except group.count; unknown keys are errors. See NOTES.md (and
-// the shipped testdata/scenarios/*.toml) for the keys and their defaults.
-
 // Defaults of a scenario's top-level keys and of a group's keys.
 const (
-	DefaultGateway       = "127.0.0.1:1884"
-	DefaultBroker        = "tcp://127.0.0.1:1883"
-	DefaultDuration      = 30 * time.Second
-	DefaultKeepAlive     = 60 * time.Second
+	// DefaultGateway is the gateway's UDP address (top-level gateway).
+	DefaultGateway = "127.0.0.1:1884"
+	// DefaultBroker is the observer's broker URL (top-level broker).
+	DefaultBroker = "tcp://127.0.0.1:1883"
+	// DefaultDuration is the publishing phase (top-level duration).
+	DefaultDuration = 30 * time.Second
+	// DefaultKeepAlive is a sensor's CONNECT Duration (group keep_alive).
+	DefaultKeepAlive = 60 * time.Second
+	// DefaultRetryInterval is Tretry (group retry_interval).
 	DefaultRetryInterval = 5 * time.Second
-	DefaultMaxRetries    = 3
-	DefaultReconnectMin  = time.Second
-	DefaultReconnectMax  = 30 * time.Second
-	DefaultIDWidth       = 4
+	// DefaultMaxRetries is Nretry (group max_retries).
+	DefaultMaxRetries = 3
+	// DefaultReconnectMin is the first reconnection back-off (group
+	// reconnect_min).
+	DefaultReconnectMin = time.Second
+	// DefaultReconnectMax is the longest reconnection back-off (group
+	// reconnect_max).
+	DefaultReconnectMax = 30 * time.Second
+	// DefaultIDWidth is the digits {n} is zero-padded to (group id_width).
+	DefaultIDWidth = 4
 )
+
+// MaxClientIDLength is the longest ClientId a scenario may give a sensor:
+// what a CONNECT can carry (MQTT-SN 1.2 §5.4.4, with the 3-octet Length).
+// The gateway has its own, usually much smaller, limit
+// (session.max_client_id_length; the spec recommends at most 23).
+const MaxClientIDLength = mqttsn.MaxLength - 4 - 4
 
 // TopicType is how a sensor names a topic on the wire: a registered topic
 // id (REGISTER / SUBSCRIBE by name), a predefined id, or a short name.
@@ -68,9 +80,17 @@ func (t TopicType) wire() mqttsn.TopicIDType {
 }
 
 // Scenario is a parsed scenario file (or the flags' defaults).
+//
+// A scenario file (TOML) describes a fleet: where the gateway and the
+// broker are, how long to run, and one [[group]] table per kind of sensor.
+// Every key is optional except group.count; unknown keys are errors. The
+// README section "Simulate a fleet: firmware-sim" lists the keys and their
+// defaults; testdata/scenarios/*.toml are examples.
 type Scenario struct {
 	// Name is the file's base name without .toml, or "flags".
 	Name string
+	// File is the file name as given to ParseScenario, used in errors.
+	File string
 	// Gateway is the gateway's address, host:port.
 	Gateway string
 	// Broker is the observer's broker URL (tcp:// or mqtt://).
@@ -113,48 +133,93 @@ type DTLSConfig struct {
 	ConnectionID bool
 }
 
-// Group is one [[group]] table: Count sensors that behave alike.
+// Group is one [[group]] table: Count sensors that behave alike. Patterns
+// may hold {n}, the sensor's number zero-padded to IDWidth digits, and
+// (but for ClientID) {id}, its ClientId.
 type Group struct {
-	Name      string
-	Count     int
-	First     int    // number of the first sensor, {n}
-	IDWidth   int    // {n} is zero-padded to this many digits
-	ClientID  string // pattern with {n}
-	Transport string // "udp" or "dtls"
+	// Name is the group's unique name (name; default group<i>).
+	Name string
+	// Count is the number of sensors (count).
+	Count int
+	// First is the number of the first sensor, {n} (first).
+	First int
+	// IDWidth is the digits {n} is zero-padded to (id_width).
+	IDWidth int
+	// ClientID is the ClientId pattern, with {n} (client_id).
+	ClientID string
+	// Transport is "udp" or "dtls" (transport).
+	Transport string
 
-	KeepAlive    time.Duration
+	// KeepAlive is the CONNECT's Duration (keep_alive).
+	KeepAlive time.Duration
+	// CleanSession is the CONNECT's CleanSession flag (clean_session).
 	CleanSession bool
-	WillTopic    string // pattern; empty: no Will
-	WillMessage  string
-	WillQoS      mqttsn.QoS
-	WillRetain   bool
+	// WillTopic is the Will's topic pattern; empty: no Will (will_topic).
+	WillTopic string
+	// WillMessage is the Will's message (will_message).
+	WillMessage string
+	// WillQoS is the Will's QoS (will_qos).
+	WillQoS mqttsn.QoS
+	// WillRetain is the Will's retain flag (will_retain).
+	WillRetain bool
 
-	Topic       string // pattern with {n} and {id}; the MQTT topic the observer sees
-	TopicType   TopicType
-	TopicID     uint16 // predefined id
-	QoS         mqttsn.QoS
-	Retain      bool
-	Publishes   bool          // interval or rate is set
-	Interval    time.Duration // per sensor; 0 with QoS 1/2: back to back (closed loop)
-	Rate        float64       // msg/s for the whole group; overrides Interval
+	// Topic is the publish topic pattern: the MQTT topic the observer
+	// sees, or the short name (topic).
+	Topic string
+	// TopicType is how the sensors name Topic on the wire (topic_type).
+	TopicType TopicType
+	// TopicID is the predefined topic id (topic_id).
+	TopicID uint16
+	// QoS is the publications' QoS, QoSMinus1 for -1 (qos).
+	QoS mqttsn.QoS
+	// Retain is the publications' retain flag (retain).
+	Retain bool
+	// Publishes is set when interval or rate is.
+	Publishes bool
+	// Interval is the time between two publications of one sensor; 0 with
+	// QoS 1/2: back to back, paced by the acknowledgements (interval).
+	Interval time.Duration
+	// Rate is the offered msg/s of the whole group; it sets the interval
+	// (rate).
+	Rate float64
+	// PayloadSize pads payloads to this many octets; 0: natural (payload_size).
 	PayloadSize int
-	Window      int
-	Jitter      time.Duration
-	Ramp        time.Duration
+	// Window is the QoS 1/2 publications in flight per sensor (window).
+	Window int
+	// Jitter moves every interval, and sleep, by up to ± this (jitter).
+	Jitter time.Duration
+	// Ramp spreads the sensors' first CONNECTs over this time (ramp).
+	Ramp time.Duration
 
+	// RetryInterval is Tretry (retry_interval).
 	RetryInterval time.Duration
-	MaxRetries    int
-	ReconnectMin  time.Duration
-	ReconnectMax  time.Duration
+	// MaxRetries is Nretry (max_retries).
+	MaxRetries int
+	// ReconnectMin is the first reconnection back-off (reconnect_min).
+	ReconnectMin time.Duration
+	// ReconnectMax is the longest reconnection back-off (reconnect_max).
+	ReconnectMax time.Duration
 
-	Awake time.Duration // with Sleep: active time per cycle
-	Sleep time.Duration // > 0: the sensors sleep
+	// Awake is the active time per sleep cycle (awake).
+	Awake time.Duration
+	// Sleep, when more than 0, makes the sensors sleep this long per cycle
+	// (sleep).
+	Sleep time.Duration
 
-	CommandTopic     string // pattern; empty: no subscription
+	// CommandTopic is the subscription's topic pattern; empty: none
+	// (command_topic).
+	CommandTopic string
+	// CommandTopicType is how the sensors name CommandTopic on the wire
+	// (command_topic_type).
 	CommandTopicType TopicType
-	CommandTopicID   uint16
-	CommandQoS       mqttsn.QoS
-	CommandInterval  time.Duration // with -verify: a command per sensor this often; 0: none
+	// CommandTopicID is the predefined id of CommandTopic
+	// (command_topic_id).
+	CommandTopicID uint16
+	// CommandQoS is the subscription's QoS, 0..2 (command_qos).
+	CommandQoS mqttsn.QoS
+	// CommandInterval is, with -verify, how often each sensor gets a
+	// command; 0: never (command_interval).
+	CommandInterval time.Duration
 }
 
 // PublishInterval returns the interval between two publications of one
@@ -188,8 +253,12 @@ func (g *Group) OfferedRate() float64 {
 
 // ScenarioError is one problem of a scenario file.
 type ScenarioError struct {
-	File   string // the file name, as given
-	Key    string // e.g. "group[2].qos"; empty for a syntax error
+	// File is the file name, as given.
+	File string
+	// Key is the key at fault, e.g. "group[2].qos"; empty for a syntax
+	// error.
+	Key string
+	// Reason says what is wrong.
 	Reason string
 }
 
@@ -243,6 +312,7 @@ func ParseScenario(name string, data []byte) (*Scenario, error) {
 	p := &parser{file: name}
 	top := p.table("", raw)
 	sc := &Scenario{
+		File:        name,
 		Gateway:     top.str("gateway", DefaultGateway),
 		Broker:      top.str("broker", DefaultBroker),
 		Duration:    top.dur("duration", DefaultDuration, time.Millisecond),
@@ -282,6 +352,9 @@ func ParseScenario(name string, data []byte) (*Scenario, error) {
 		p.errorf("group", "must be an array of tables ([[group]])")
 	}
 	top.done()
+	if len(p.errs) == 0 { // the groups' own keys are right: check them together
+		p.errs = sc.clientIDErrors("")
+	}
 	if len(p.errs) > 0 {
 		return nil, errors.Join(p.errs...)
 	}
@@ -289,6 +362,51 @@ func ParseScenario(name string, data []byte) (*Scenario, error) {
 		return nil, &ScenarioError{File: name, Key: "group", Reason: "no [[group]] table: nothing to simulate"}
 	}
 	return sc, nil
+}
+
+// clientIDErrors checks the ClientIds the groups' counts give: none empty
+// or longer than MaxClientIDLength, no two sensors with one ClientId
+// (within a group: a pattern without {n}; across groups: patterns whose
+// ranges meet). note is added to the reasons (e.g. "after -sensors 50").
+func (sc *Scenario) clientIDErrors(note string) []error {
+	var errs []error
+	bad := func(gi int, reason string) {
+		if note != "" {
+			reason += " (" + note + ")"
+		}
+		errs = append(errs, &ScenarioError{File: sc.File, Key: fmt.Sprintf("group[%d].client_id", gi), Reason: reason})
+	}
+	busy := 0
+	for gi := range sc.Groups {
+		g := &sc.Groups[gi]
+		if g.Count == 0 {
+			continue
+		}
+		busy++
+		if !strings.Contains(g.ClientID, "{n}") && g.Count > 1 {
+			bad(gi, fmt.Sprintf("%q has no {n}: %d sensors would share one ClientId", g.ClientID, g.Count))
+		}
+		// The last number is the longest.
+		if id := expand(g.ClientID, g.First+g.Count-1, g.IDWidth, ""); len(id) > MaxClientIDLength {
+			bad(gi, fmt.Sprintf("ClientId %.20q… is %d octets, longer than the %d a CONNECT can carry", id, len(id), MaxClientIDLength))
+		}
+	}
+	if busy < 2 || len(errs) > 0 {
+		return errs // within a group, {n} keeps ClientIds apart
+	}
+	owner := map[string]int{}
+	for gi := range sc.Groups {
+		g := &sc.Groups[gi]
+		for i := range g.Count {
+			id := expand(g.ClientID, g.First+i, g.IDWidth, "")
+			if gj, dup := owner[id]; dup {
+				bad(gi, fmt.Sprintf("ClientId %q (sensor %d of the group) is also one of group[%d]'s", id, i+1, gj))
+				break
+			}
+			owner[id] = gi
+		}
+	}
+	return errs
 }
 
 // group parses one [[group]] table.
@@ -329,6 +447,14 @@ func (p *parser) group(t *table, i int, sc *Scenario) Group {
 		CommandInterval:  t.dur("command_interval", 0, 0),
 	}
 	g.ClientID = t.str("client_id", g.Name+"-{n}")
+	switch {
+	case g.ClientID == "":
+		t.p.errorf(t.key("client_id"), "empty: every sensor needs a ClientId")
+	case strings.Contains(g.ClientID, "{id}"):
+		t.p.errorf(t.key("client_id"), fmt.Sprintf("%q: {id} is the ClientId itself; use {n}", g.ClientID))
+	case strings.ContainsFunc(g.ClientID, func(r rune) bool { return r == '"' || r == '\\' || r < 0x20 || r == 0x7f }):
+		t.p.errorf(t.key("client_id"), fmt.Sprintf("%q: no quotes, backslashes or control characters (payloads carry the ClientId)", g.ClientID))
+	}
 	if !t.has("count") {
 		t.p.errorf(t.key("count"), "missing: how many sensors")
 	}
@@ -355,7 +481,8 @@ func (p *parser) group(t *table, i int, sc *Scenario) Group {
 	}
 	t.done()
 
-	// Checks across keys.
+	// Checks across keys. (ClientIds shared across groups, and their
+	// length: see clientIDErrors.)
 	if !strings.Contains(g.ClientID, "{n}") && g.Count > 1 {
 		t.p.errorf(t.key("client_id"), fmt.Sprintf("%q has no {n}: %d sensors would share one ClientId", g.ClientID, g.Count))
 	}
@@ -380,6 +507,9 @@ func (p *parser) group(t *table, i int, sc *Scenario) Group {
 			if id == 0 {
 				t.p.errorf(t.key(idKey), "missing: "+typKey+" is predefined")
 			}
+			if strings.Contains(topic, "{n}") || strings.Contains(topic, "{id}") {
+				t.p.errorf(t.key(key), fmt.Sprintf("%q: one predefined id (%s) serves the whole group, so the topic cannot hold {n} or {id}", topic, idKey))
+			}
 		case TopicRegistered:
 			if strings.ContainsAny(topic, "+#") {
 				t.p.errorf(t.key(key), fmt.Sprintf("%q: no wildcards in a topic to publish to", topic))
@@ -399,8 +529,8 @@ func (p *parser) group(t *table, i int, sc *Scenario) Group {
 			t.p.errorf(t.key("transport"), "qos -1 over DTLS is not supported by the simulator")
 		}
 	}
-	if g.Sleep > 0 && g.Sleep > 65535*time.Second {
-		t.p.errorf(t.key("sleep"), "longer than the 65535 s a DISCONNECT Duration can carry")
+	if g.Sleep > 0 && g.Sleep+g.Jitter > 65535*time.Second {
+		t.p.errorf(t.key("sleep"), fmt.Sprintf("sleep + jitter (%v) is longer than the 65535 s a DISCONNECT Duration can carry", g.Sleep+g.Jitter))
 	}
 	if g.Sleep > 0 && g.Publishes && g.Awake == 0 {
 		t.p.errorf(t.key("awake"), "missing: a sleeping group that publishes needs the time it stays awake")
@@ -543,8 +673,8 @@ func (t *table) float(k string, def float64) float64 {
 	return def
 }
 
-// dur reads a duration written as a string ("10s"); min is the smallest
-// value allowed other than 0 when 0 is the default... simply the minimum.
+// dur reads a duration written as a string ("10s"); it must be at least
+// min and never negative.
 func (t *table) dur(k string, def, min time.Duration) time.Duration {
 	v, ok := t.get(k)
 	if !ok {
@@ -671,8 +801,19 @@ func filterOf(pattern string) string {
 
 // ScaleSensors sets the groups' counts so that they add up to n: the only
 // group gets n; several groups are scaled in proportion to their counts
-// (largest remainder), so a group's rate stays the group's total.
-func (sc *Scenario) ScaleSensors(n int) {
+// (largest remainder), so a group's rate stays the group's total. The
+// error, a join of *ScenarioError, names ClientIds the new counts make
+// shared or too long.
+func (sc *Scenario) ScaleSensors(n int) error {
+	sc.scale(n)
+	if errs := sc.clientIDErrors(fmt.Sprintf("after -sensors %d", n)); len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	return nil
+}
+
+// scale sets the counts as ScaleSensors says.
+func (sc *Scenario) scale(n int) {
 	total := 0
 	for _, g := range sc.Groups {
 		total += g.Count

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -112,6 +114,22 @@ func TestParseScenarioErrors(t *testing.T) {
 			`bad.toml: group[1].name: "a" is already used by group[0]`}},
 		{"transport", "[[group]]\ncount = 1\ntransport = \"tcp\"\n", []string{
 			`bad.toml: group[0].transport: "tcp" is not one of udp, dtls`}},
+		{"empty client id", "[[group]]\ncount = 1\nclient_id = \"\"\n", []string{
+			"bad.toml: group[0].client_id: empty"}},
+		{"client id with {id}", "[[group]]\ncount = 1\nclient_id = \"a-{id}\"\n", []string{
+			`bad.toml: group[0].client_id: "a-{id}": {id} is the ClientId itself`}},
+		{"client id with a quote", "[[group]]\ncount = 1\nclient_id = 'a\"{n}'\n", []string{
+			`bad.toml: group[0].client_id: "a\"{n}": no quotes`}},
+		{"client id too long", "[[group]]\ncount = 1\nclient_id = \"" + strings.Repeat("x", MaxClientIDLength-3) + "{n}\"\n", []string{
+			`bad.toml: group[0].client_id: ClientId "xxxxxxxxxxxxxxxxxxxx"… is 65528 octets, longer than the 65527 a CONNECT can carry`}},
+		{"client ids shared across groups", "[[group]]\nname = \"a\"\ncount = 3\nclient_id = \"s-{n}\"\n[[group]]\nname = \"b\"\ncount = 2\nclient_id = \"s-{n}\"\nfirst = 3\n", []string{
+			`bad.toml: group[1].client_id: ClientId "s-0003" (sensor 1 of the group) is also one of group[0]'s`}},
+		{"predefined topic per sensor", "[[group]]\ncount = 2\ntopic = \"t/{n}\"\ntopic_type = \"predefined\"\ntopic_id = 5\ninterval = \"1s\"\n" +
+			"command_topic = \"c/{id}\"\ncommand_topic_type = \"predefined\"\ncommand_topic_id = 6\n", []string{
+			`bad.toml: group[0].topic: "t/{n}": one predefined id (topic_id) serves the whole group, so the topic cannot hold {n} or {id}`,
+			`bad.toml: group[0].command_topic: "c/{id}": one predefined id (command_topic_id) serves the whole group`}},
+		{"sleep and jitter", "[[group]]\ncount = 1\nsleep = \"65000s\"\njitter = \"600s\"\n", []string{
+			"bad.toml: group[0].sleep: sleep + jitter (18h13m20s) is longer than the 65535 s a DISCONNECT Duration can carry"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -143,15 +161,53 @@ func TestLoadScenarioMissingFile(t *testing.T) {
 }
 
 func TestScaleSensors(t *testing.T) {
-	sc := &Scenario{Groups: []Group{{Count: 14}, {Count: 4}, {Count: 1}, {Count: 1}}}
-	sc.ScaleSensors(100)
+	g := func(name string, n int) Group {
+		return Group{Name: name, Count: n, ClientID: name + "-{n}", First: 1, IDWidth: 4}
+	}
+	sc := &Scenario{Groups: []Group{g("a", 14), g("b", 4), g("c", 1), g("d", 1)}}
+	if err := sc.ScaleSensors(100); err != nil {
+		t.Fatal(err)
+	}
 	got := []int{sc.Groups[0].Count, sc.Groups[1].Count, sc.Groups[2].Count, sc.Groups[3].Count}
 	if got[0]+got[1]+got[2]+got[3] != 100 || got[0] != 70 || got[1] != 20 || got[2] != 5 || got[3] != 5 {
 		t.Errorf("scaled to %v", got)
 	}
-	one := &Scenario{Groups: []Group{{Count: 3}}}
-	one.ScaleSensors(7)
-	if one.Groups[0].Count != 7 {
-		t.Errorf("one group scaled to %d", one.Groups[0].Count)
+	one := &Scenario{Groups: []Group{g("a", 3)}}
+	if err := one.ScaleSensors(7); err != nil || one.Groups[0].Count != 7 {
+		t.Errorf("one group scaled to %d (%v)", one.Groups[0].Count, err)
+	}
+}
+
+// -sensors that makes sensors share a ClientId (a group without {n}, or
+// groups whose ranges now meet) is a scenario error naming file and key,
+// and exit status 2.
+func TestScaleSensorsSharedClientIDs(t *testing.T) {
+	sc, err := ParseScenario("x.toml", []byte("[[group]]\nname = \"a\"\ncount = 1\nclient_id = \"solo\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = sc.ScaleSensors(3)
+	if err == nil || err.Error() != `x.toml: group[0].client_id: "solo" has no {n}: 3 sensors would share one ClientId (after -sensors 3)` {
+		t.Errorf("err = %v", err)
+	}
+	sc, err = ParseScenario("y.toml", []byte("[[group]]\nname = \"a\"\ncount = 2\nclient_id = \"s-{n}\"\n"+
+		"[[group]]\nname = \"b\"\ncount = 2\nclient_id = \"s-{n}\"\nfirst = 11\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = sc.ScaleSensors(40) // 20 each: s-0001..s-0020 and s-0011..s-0030
+	var se *ScenarioError
+	if !errors.As(err, &se) || se.File != "y.toml" || se.Key != "group[1].client_id" || !strings.Contains(se.Reason, `"s-0011"`) {
+		t.Errorf("err = %v", err)
+	}
+
+	path := filepath.Join(t.TempDir(), "solo.toml")
+	if err := os.WriteFile(path, []byte("[[group]]\ncount = 1\nclient_id = \"solo\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"-scenario", path, "-sensors", "2", "-quiet"}, &stdout, &stderr); code != 2 ||
+		!strings.Contains(stderr.String(), "solo.toml: group[0].client_id: ") {
+		t.Errorf("exit status %d, stderr %q; want 2 and the file and key", code, stderr.String())
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"math/rand/v2"
 	"time"
 
@@ -27,6 +28,23 @@ import (
 // times; then the sensor considers the connection lost, counts a QoS 1/2
 // message it was sending as failed, and connects again after a back-off
 // that doubles from reconnect_min to reconnect_max.
+//
+// Refusals (§5.3.10): a REGACK or SUBACK with "rejected: congestion" makes
+// the sensor send that request again after a back-off (see refusal); any
+// other return code gives that request up until the next connection (a
+// refused subscription: the sensor goes active without it). Neither ends
+// the connection. Each refusal is counted as rejected.
+//
+// What survives a reconnect (§6.3): with clean_session = false the
+// gateway keeps the session, so the sensor keeps the state of its QoS 2
+// exchanges in both directions: an uplink publication the gateway PUBREC'd
+// goes on with PUBREL, and a command whose PUBREC it sent is still known
+// when the gateway sends it again. With clean_session = true both sides
+// start afresh; see retryLater for the uplink QoS 2 case.
+//
+// Readings that fall due while the sensor cannot publish (not connected,
+// or far behind its schedule) are not sent late: they are counted as
+// skipped. A sleeping sensor takes no readings while it sleeps.
 
 // state is where a sensor is in its life cycle.
 type state uint8
@@ -100,13 +118,53 @@ type link interface {
 	// redial prepares a fresh association before a CONNECT that follows a
 	// lost connection (a new DTLS handshake); plain UDP keeps its socket.
 	redial() error
+	// close releases the socket; the link's reader stops.
+	close()
 }
+
+// refusal is the state of a request the gateway refused with a return
+// code (REGISTER, SUBSCRIBE). Congestion (0x01) means "wait and try again":
+// the request goes out again at at, after a back-off that doubles from
+// retry_interval up to reconnect_max. Any other code means the gateway
+// will not do it: the request is given up until the next connection.
+type refusal struct {
+	at     time.Time     // not before; zero: now
+	wait   time.Duration // the next back-off
+	gaveUp bool
+}
+
+// refused records return code rc at now.
+func (r *refusal) refused(now time.Time, rc mqttsn.ReturnCode, g *Group) {
+	if rc != mqttsn.RejectedCongestion {
+		r.gaveUp = true
+		return
+	}
+	if r.wait <= 0 {
+		r.wait = g.RetryInterval
+	}
+	r.at = now.Add(r.wait)
+	r.wait = min(2*r.wait, max(g.ReconnectMax, g.RetryInterval))
+}
+
+// ready reports whether the request may go out at now.
+func (r *refusal) ready(now time.Time) bool { return !r.gaveUp && !now.Before(r.at) }
 
 // env is what a sensor shares with the rest of the run.
 type env struct {
-	clk     clock
-	fleet   *fleetCounters
-	downLat [3]*Histogram // by command QoS
+	clk   clock
+	fleet *fleetCounters
+	// nonce is the run's nonce, in every uplink payload (see payload.go);
+	// cmdNonce the one in its commands' payloads (nonce + "/cmd"), so that
+	// neither direction's messages count as the other's.
+	nonce, cmdNonce string
+	// upLat is the uplink latency by the publications' QoS (the observer
+	// records it); downLat the command latency by command QoS (sensors).
+	upLat, downLat *latencies
+}
+
+// newEnv returns the environment of a run with the nonce nonce.
+func newEnv(nonce string) *env {
+	return &env{clk: newClock(), fleet: new(fleetCounters), nonce: nonce, cmdNonce: nonce + "/cmd", upLat: newLatencies(), downLat: newLatencies()}
 }
 
 // sensor is one simulated device. Only its driver goroutine touches it.
@@ -128,6 +186,8 @@ type sensor struct {
 
 	state      state
 	ctl        ctlOp
+	regRef     refusal // the REGISTER of the publish topic
+	subRef     refusal // the SUBSCRIBE of the command topic
 	pubs       []*pubOp
 	spare      []*pubOp
 	nextID     uint16
@@ -139,9 +199,15 @@ type sensor struct {
 	registered map[uint16]bool // topic ids the gateway REGISTERed or SUBACKed
 	rx2        map[uint16]bool // QoS 2 downlink MsgIds waiting for PUBREL
 
+	// connects and connectFailures are the sensor's own counts (the
+	// fleet's add up all sensors); written by its goroutine, read by the
+	// report after it stopped.
+	connects, connectFailures uint64
+
 	nextPub    time.Time
 	lastTx     time.Time
 	phaseEnd   time.Time // idle: next connect; active: end of the awake time; asleep: wake-up
+	awakeEnd   time.Time // sleeping groups: the end of the last awake time
 	backoff    time.Duration
 	resuming   bool
 	stopping   bool // no new publications
@@ -162,7 +228,7 @@ func newSensor(g *Group, e *env, n int, l link, seed uint64) *sensor {
 		env:        e,
 		link:       l,
 		clientID:   id,
-		prefix:     payloadPrefix(id),
+		prefix:     payloadPrefix(id, e.nonce),
 		topic:      expand(g.Topic, n, g.IDWidth, id),
 		cmdTopic:   expand(g.CommandTopic, n, g.IDWidth, id),
 		interval:   g.PublishInterval(),
@@ -193,7 +259,7 @@ func (s *sensor) start(now, at time.Time) {
 	if s.g.QoS == mqttsn.QoSMinus1 {
 		// QoS -1: no connection; the sensor publishes from the start.
 		if err := s.link.redial(); err != nil {
-			s.env.fleet.connectFailures.Add(1)
+			s.connectFailed()
 			s.setState(stDone)
 			return
 		}
@@ -228,28 +294,104 @@ func (s *sensor) setState(st state) {
 	s.state = st
 }
 
-// stopUplink ends new publications; what is in flight finishes.
+// connectFailed counts a CONNECT that failed (refused, unanswered, not
+// encodable) or an association that could not be set up.
+func (s *sensor) connectFailed() {
+	s.connectFailures++
+	s.env.fleet.connectFailures.Add(1)
+}
+
+// stopUplink ends new publications; what is in flight finishes. Readings
+// that fell due while the sensor could not publish are counted skipped.
 func (s *sensor) stopUplink(now time.Time) {
+	if s.state != stActive || !s.topicOK {
+		s.skipMissed(now, false)
+	}
 	s.stopping = true
 	s.pump(now)
+}
+
+// skipMissed counts the readings that fell due from nextPub up to now while
+// the sensor could not publish, and moves nextPub on. For a sleeping group
+// only readings of an awake time count: when the last one ended before
+// now, those up to its end. publishNow: the sensor publishes one reading
+// at once, which is not counted.
+func (s *sensor) skipMissed(now time.Time, publishNow bool) {
+	if !s.g.Publishes || s.interval <= 0 || s.stopping || s.g.QoS == mqttsn.QoSMinus1 {
+		return
+	}
+	end := now
+	if s.g.Sleep > 0 && s.awakeEnd.Before(now) {
+		end, publishNow = s.awakeEnd, false // zero before the first awake time: nothing was due
+	}
+	d := end.Sub(s.nextPub)
+	var n uint64
+	switch {
+	case publishNow && d > s.interval:
+		n = uint64(d / s.interval) // due at nextPub, +interval, … up to now; the last one goes now
+	case !publishNow && d >= 0:
+		n = uint64(d/s.interval) + 1
+		if end.Equal(s.awakeEnd) && d%s.interval == 0 {
+			n-- // one due exactly at the end of the awake time is not (pubDue)
+		}
+	}
+	if n > 0 {
+		s.up.skipped.Add(n)
+		s.nextPub = now
+	}
 }
 
 // shutdown ends the sensor: QoS 1/2 publications still in flight are
 // recorded as unfinished, and a connected sensor says DISCONNECT.
 func (s *sensor) shutdown(now time.Time) {
 	s.stopping, s.leaving = true, true
-	for _, p := range s.pubs {
-		s.unfinished = append(s.unfinished, p.seq)
-		s.up.inFlight.Add(-1)
-	}
-	s.pubs = s.pubs[:0]
+	s.unfinish()
 	if s.g.QoS == mqttsn.QoSMinus1 || !s.state.connected() {
 		s.setState(stDone)
 		return
 	}
 	s.ctl = ctlOp{}
-	s.request(now, opLeave, &mqttsn.Disconnect{}, 0)
 	s.setState(stLeaving)
+	s.request(now, opLeave, &mqttsn.Disconnect{}, 0)
+}
+
+// abandon ends the sensor at once, without a word to the gateway: the
+// run's hard stop. QoS 1/2 publications in flight are recorded as
+// unfinished.
+func (s *sensor) abandon() {
+	s.stopping, s.leaving = true, true
+	s.unfinish()
+	s.ctl = ctlOp{}
+	s.setState(stDone)
+}
+
+// unfinish moves the publications in flight to unfinished.
+func (s *sensor) unfinish() {
+	for _, p := range s.pubs {
+		s.unfinished = append(s.unfinished, p.seq)
+		s.up.inFlight.Add(-1)
+	}
+	s.pubs = s.pubs[:0]
+}
+
+// giveUp ends a sensor that cannot go on because a message it must send
+// does not encode (a request of kind): the error is counted, what it had
+// in flight fails, and a connected sensor says DISCONNECT without waiting.
+// Retrying would fail the same way.
+func (s *sensor) giveUp(now time.Time, kind opKind) {
+	s.env.fleet.encodeErrors.Add(1)
+	if kind == opConnect {
+		s.connectFailed()
+	}
+	for i := len(s.pubs) - 1; i >= 0; i-- {
+		s.failPub(i)
+	}
+	s.ctl = ctlOp{}
+	if s.state.connected() && kind != opLeave {
+		s.reply(now, &mqttsn.Disconnect{})
+	}
+	s.stopping, s.leaving = true, true
+	s.setState(stDone)
 }
 
 // done reports whether the sensor has finished.
@@ -270,6 +412,12 @@ func (s *sensor) nextDeadline() time.Time {
 	case stIdle, stAsleep:
 		at(s.phaseEnd)
 	case stActive, stSetup:
+		if s.ctl.kind == opNone && s.regPending() {
+			at(s.regRef.at)
+		}
+		if s.state == stSetup && s.ctl.kind == opNone && s.subPending() {
+			at(s.subRef.at)
+		}
 		for _, p := range s.pubs {
 			at(p.deadline)
 		}
@@ -289,6 +437,18 @@ func (s *sensor) nextDeadline() time.Time {
 func (s *sensor) qos0() bool { return s.g.QoS == mqttsn.QoS0 || s.g.QoS == mqttsn.QoSMinus1 }
 
 func (s *sensor) canPublish() bool { return s.g.Publishes && !s.stopping && s.topicOK }
+
+// regPending reports whether the publish topic still needs a REGISTER that
+// has not been given up.
+func (s *sensor) regPending() bool {
+	return s.g.Topic != "" && s.g.TopicType == TopicRegistered && !s.topicOK && s.g.QoS != mqttsn.QoSMinus1 && !s.regRef.gaveUp
+}
+
+// subPending reports whether the command topic still needs a SUBSCRIBE
+// that has not been given up.
+func (s *sensor) subPending() bool {
+	return s.cmdTopic != "" && !s.cmdOK && !s.subRef.gaveUp
+}
 
 // tick handles every deadline that has passed.
 func (s *sensor) tick(now time.Time) {
@@ -332,7 +492,7 @@ func (s *sensor) ctlFailed(now time.Time) {
 	s.ctl = ctlOp{}
 	switch kind {
 	case opConnect:
-		s.env.fleet.connectFailures.Add(1)
+		s.connectFailed()
 		s.retryLater(now)
 	case opLeave:
 		s.setState(stDone)
@@ -356,6 +516,19 @@ func (s *sensor) lost(now time.Time) {
 }
 
 // retryLater goes back to idle for the current back-off, and doubles it.
+//
+// What the sensor keeps for the next connection depends on clean_session.
+// With false the gateway keeps the session (docs/spec-interpretation.md,
+// A5: its record of the QoS 2 exchanges survives a reconnect), so the
+// sensor keeps its side too: a publication the gateway PUBREC'd goes on
+// with PUBREL, one it had not goes out again as PUBLISH (DUP, same MsgId),
+// and the QoS 2 commands waiting for PUBREL (rx2) and the topic ids the
+// gateway registered stay known. With true the new session knows nothing
+// of them: a publication past PUBREC is settled and counted acknowledged,
+// because this gateway sends PUBREC only once the broker has the message
+// ("End-to-end acknowledgement"), and a PUBREL in a new session would
+// complete nothing; publications before PUBREC go out again as PUBLISH
+// (DUP), and rx2 and the registered ids are forgotten.
 func (s *sensor) retryLater(now time.Time) {
 	if s.leaving {
 		s.setState(stDone)
@@ -367,14 +540,25 @@ func (s *sensor) retryLater(now time.Time) {
 		s.topicOK = false
 	}
 	s.cmdOK = false
+	s.regRef, s.subRef = refusal{}, refusal{}
 	s.down.ready.Store(false)
-	clear(s.registered)
-	clear(s.rx2)
-	for _, p := range s.pubs {
-		if !p.waiting {
+	persist := !s.g.CleanSession
+	if !persist {
+		clear(s.registered)
+		clear(s.rx2)
+	}
+	for i := 0; i < len(s.pubs); {
+		p := s.pubs[i]
+		if p.stage == 1 && !persist {
+			s.up.acked.Add(1)
+			s.removePub(i)
+			continue
+		}
+		if !p.waiting && p.stage == 0 {
 			p.dup = true
 		}
-		p.waiting, p.stage, p.deadline, p.retries = true, 0, time.Time{}, 0
+		p.waiting, p.deadline, p.retries = true, time.Time{}, 0
+		i++
 	}
 	d := s.backoff/2 + time.Duration(s.rng.Int64N(int64(s.backoff/2)+1))
 	s.phaseEnd = now.Add(d)
@@ -406,7 +590,9 @@ func (s *sensor) pump(now time.Time) {
 func (s *sensor) connect(now time.Time, resume bool) {
 	if !resume {
 		if err := s.link.redial(); err != nil {
-			s.env.fleet.connectFailures.Add(1)
+			if !errors.Is(err, errStopped) {
+				s.connectFailed()
+			}
 			s.retryLater(now)
 			return
 		}
@@ -427,40 +613,66 @@ func (s *sensor) connect(now time.Time, resume bool) {
 }
 
 // setup registers the topic and subscribes, one request at a time, then
-// becomes active.
+// becomes active. A request the gateway refused with congestion waits for
+// its back-off (the sensor pings meanwhile); one it refused otherwise is
+// given up.
 func (s *sensor) setup(now time.Time) {
 	if s.ctl.kind != opNone {
 		return
 	}
+	waiting := false
 	if s.g.Topic != "" && !s.topicOK {
-		if s.g.TopicType == TopicRegistered {
-			s.register(now)
+		if s.g.TopicType != TopicRegistered {
+			s.topicID, s.topicOK = s.fixedTopicID(s.g.TopicType, s.topic, s.g.TopicID)
+		} else if s.regPending() {
+			if s.regRef.ready(now) {
+				s.register(now)
+				return
+			}
+			waiting = true
+		}
+	}
+	if s.subPending() {
+		if s.subRef.ready(now) {
+			s.subscribe(now)
 			return
 		}
-		s.topicID, s.topicOK = s.fixedTopicID(s.g.TopicType, s.topic, s.g.TopicID)
+		waiting = true
 	}
-	if s.cmdTopic != "" && !s.cmdOK {
-		sub := &mqttsn.Subscribe{QoS: s.g.CommandQoS, TopicIDType: s.g.CommandTopicType.wire(), MsgID: s.newID()}
-		switch s.g.CommandTopicType {
-		case TopicRegistered:
-			sub.TopicName = s.cmdTopic
-		case TopicPredefined:
-			sub.TopicID = s.g.CommandTopicID
-		case TopicShort:
-			sub.TopicID, _ = mqttsn.ShortTopicID(s.cmdTopic)
+	if waiting {
+		if s.g.KeepAlive > 0 && !now.Before(s.lastTx.Add(s.g.KeepAlive)) {
+			s.request(now, opPing, &mqttsn.PingReq{}, 0)
 		}
-		s.request(now, opSubscribe, sub, sub.MsgID)
 		return
 	}
-	s.becomeActive(now)
+	s.becomeActive(now, false)
 }
 
-// becomeActive starts (or resumes) the active phase.
-func (s *sensor) becomeActive(now time.Time) {
+// subscribe sends SUBSCRIBE for the command topic.
+func (s *sensor) subscribe(now time.Time) {
+	sub := &mqttsn.Subscribe{QoS: s.g.CommandQoS, TopicIDType: s.g.CommandTopicType.wire(), MsgID: s.newID()}
+	switch s.g.CommandTopicType {
+	case TopicRegistered:
+		sub.TopicName = s.cmdTopic
+	case TopicPredefined:
+		sub.TopicID = s.g.CommandTopicID
+	case TopicShort:
+		sub.TopicID, _ = mqttsn.ShortTopicID(s.cmdTopic)
+	}
+	s.request(now, opSubscribe, sub, sub.MsgID)
+}
+
+// becomeActive starts (or resumes) the active phase; afterSleep: the
+// sensor resumes from a planned sleep, in which no reading was due.
+func (s *sensor) becomeActive(now time.Time, afterSleep bool) {
+	if !afterSleep {
+		s.skipMissed(now, true)
+	}
 	s.setState(stActive)
 	s.backoff = s.g.ReconnectMin
 	if s.g.Sleep > 0 {
 		s.phaseEnd = now.Add(s.g.Awake)
+		s.awakeEnd = s.phaseEnd
 	}
 	if s.nextPub.Before(now.Add(-s.interval)) {
 		s.nextPub = now
@@ -475,8 +687,11 @@ func (s *sensor) becomeActive(now time.Time) {
 
 // pumpActive publishes what is due, then sleeps, pings or leaves.
 func (s *sensor) pumpActive(now time.Time) {
-	if s.g.TopicType == TopicRegistered && !s.topicOK && s.g.Topic != "" && s.ctl.kind == opNone && s.g.QoS != mqttsn.QoSMinus1 {
+	if s.ctl.kind == opNone && s.regPending() && s.regRef.ready(now) {
 		s.register(now)
+		if s.state != stActive {
+			return
+		}
 	}
 	if s.canPublish() {
 		for range 64 { // catch up at most this many at once
@@ -484,9 +699,15 @@ func (s *sensor) pumpActive(now time.Time) {
 				break
 			}
 			s.publish(now)
+			if s.state != stActive {
+				return
+			}
 			next := s.nextPub.Add(s.jittered(s.interval))
-			if s.interval == 0 || now.Sub(next) > 10*s.interval {
-				next = now // back to back, or too far behind: do not burst
+			if s.interval == 0 {
+				next = now // back to back
+			} else if behind := now.Sub(next); behind > 10*s.interval {
+				s.up.skipped.Add(uint64(behind / s.interval)) // too far behind: do not burst
+				next = now
 			}
 			s.nextPub = next
 		}
@@ -495,9 +716,9 @@ func (s *sensor) pumpActive(now time.Time) {
 		return
 	}
 	if s.g.Sleep > 0 && !now.Before(s.phaseEnd) && len(s.pubs) == 0 {
-		d := (s.g.Sleep + s.g.Jitter + time.Second - 1) / time.Second
-		s.request(now, opSleep, &mqttsn.Disconnect{HasDuration: true, Duration: uint16(min(d, 65535))}, 0)
+		d := (s.g.Sleep + s.g.Jitter + time.Second - 1) / time.Second // the parser keeps it ≤ 65535
 		s.setState(stSleeping)
+		s.request(now, opSleep, &mqttsn.Disconnect{HasDuration: true, Duration: uint16(min(d, 65535))}, 0)
 		return
 	}
 	if s.g.QoS != mqttsn.QoSMinus1 && s.g.KeepAlive > 0 && !now.Before(s.lastTx.Add(s.g.KeepAlive)) {
@@ -529,23 +750,30 @@ func (s *sensor) jittered(d time.Duration) time.Duration {
 	return max(d, 0)
 }
 
-// publish sends the next reading.
+// publish sends the next reading. Its seq is announced (up.maxSeq) before
+// it leaves, so that the observer never sees a seq it does not know of.
+// A QoS 0/-1 reading that could not be written gives its seq to the next
+// one, so that the seqs sent are always 1..seq.
 func (s *sensor) publish(now time.Time) {
-	s.seq++
+	seq := s.seq + 1
+	s.up.maxSeq.Store(seq)
 	s.value += s.rng.NormFloat64() * 0.05
 	ts := s.env.clk.micros(now)
 	if s.qos0() {
-		s.pbuf = appendPayload(s.pbuf[:0], s.prefix, s.seq, ts, s.value, true, s.g.PayloadSize)
+		s.pbuf = appendPayload(s.pbuf[:0], s.prefix, seq, ts, s.value, true, s.g.PayloadSize)
 		s.pubMsg = mqttsn.Publish{QoS: s.g.QoS, Retain: s.g.Retain, TopicIDType: s.g.TopicType.wire(), TopicID: s.topicID, Data: s.pbuf}
 		var err error
 		if s.buf, err = s.pubMsg.AppendBinary(s.buf[:0]); err != nil {
+			s.env.fleet.encodeErrors.Add(1)
 			return
 		}
 		if s.write(now, s.buf) {
+			s.seq = seq
 			s.up.sent.Add(1)
 		}
 		return
 	}
+	s.seq = seq
 	var p *pubOp
 	if n := len(s.spare); n > 0 {
 		p = s.spare[n-1]
@@ -562,16 +790,14 @@ func (s *sensor) publish(now time.Time) {
 // sendPub (re)sends a QoS 1/2 publication: the PUBLISH, or the PUBREL of
 // one the gateway has received.
 func (s *sensor) sendPub(now time.Time, p *pubOp) {
-	if s.state != stActive || !s.topicOK {
+	if s.state != stActive || (p.stage == 0 && !s.topicOK) {
 		p.waiting = true
 		return
 	}
 	p.waiting = false
 	p.deadline = now.Add(s.g.RetryInterval)
 	if p.stage == 1 {
-		rel := mqttsn.PubRel{MsgID: p.msgID}
-		s.buf, _ = rel.AppendBinary(s.buf[:0])
-		s.write(now, s.buf)
+		s.reply(now, &mqttsn.PubRel{MsgID: p.msgID})
 		return
 	}
 	if p.msgID == 0 || !p.dup {
@@ -580,6 +806,7 @@ func (s *sensor) sendPub(now time.Time, p *pubOp) {
 	s.pubMsg = mqttsn.Publish{DUP: p.dup, QoS: s.g.QoS, Retain: s.g.Retain, TopicIDType: s.g.TopicType.wire(), TopicID: s.topicID, MsgID: p.msgID, Data: p.payload}
 	var err error
 	if s.buf, err = s.pubMsg.AppendBinary(s.buf[:0]); err != nil {
+		s.env.fleet.encodeErrors.Add(1) // the retries run out: failed
 		return
 	}
 	s.write(now, s.buf)
@@ -632,10 +859,15 @@ func (s *sensor) newID() uint16 {
 	}
 }
 
-// request sends a control request and waits for its answer.
+// request sends a control request and waits for its answer. A request
+// that does not encode (e.g. a ClientId too long for a CONNECT) would fail
+// the same way on every retry: the sensor gives up (giveUp) instead of
+// waiting for an answer that cannot come. Callers set the state the
+// request leads to before calling, so that giving up has the last word.
 func (s *sensor) request(now time.Time, kind opKind, m mqttsn.Message, msgID uint16) {
 	pkt, err := m.AppendBinary(s.ctl.pkt[:0])
 	if err != nil {
+		s.giveUp(now, kind)
 		return
 	}
 	s.ctl = ctlOp{kind: kind, msgID: msgID, pkt: pkt, deadline: now.Add(s.g.RetryInterval)}
@@ -645,9 +877,11 @@ func (s *sensor) request(now time.Time, kind opKind, m mqttsn.Message, msgID uin
 // reply sends an answer that needs no answer itself.
 func (s *sensor) reply(now time.Time, m mqttsn.Message) {
 	var err error
-	if s.buf, err = m.AppendBinary(s.buf[:0]); err == nil {
-		s.write(now, s.buf)
+	if s.buf, err = m.AppendBinary(s.buf[:0]); err != nil {
+		s.env.fleet.encodeErrors.Add(1)
+		return
 	}
+	s.write(now, s.buf)
 }
 
 // write sends one datagram and notes the time (keep-alive).
@@ -695,9 +929,11 @@ func (s *sensor) handle(now time.Time, m mqttsn.Message) {
 		}
 		s.ctl = ctlOp{}
 		if m.ReturnCode != mqttsn.Accepted {
-			s.lost(now)
-			return
+			s.up.rejected.Add(1)
+			s.regRef.refused(now, m.ReturnCode, s.g)
+			break
 		}
+		s.regRef = refusal{}
 		s.topicID, s.topicOK = m.TopicID, true
 		s.resendWaiting(now)
 	case *mqttsn.SubAck:
@@ -707,9 +943,11 @@ func (s *sensor) handle(now time.Time, m mqttsn.Message) {
 		}
 		s.ctl = ctlOp{}
 		if m.ReturnCode != mqttsn.Accepted {
-			s.lost(now)
-			return
+			s.up.rejected.Add(1)
+			s.subRef.refused(now, m.ReturnCode, s.g)
+			break
 		}
+		s.subRef = refusal{}
 		s.cmdOK = true
 		switch s.g.CommandTopicType {
 		case TopicRegistered:
@@ -793,7 +1031,7 @@ func (s *sensor) onConnAck(now time.Time, m *mqttsn.ConnAck) {
 	}
 	s.ctl = ctlOp{}
 	if m.ReturnCode != mqttsn.Accepted {
-		s.env.fleet.connectFailures.Add(1)
+		s.connectFailed()
 		if s.resuming {
 			s.env.fleet.connected.Add(1) // connect counted it out; retryLater counts it again
 			s.state = stSetup
@@ -801,16 +1039,19 @@ func (s *sensor) onConnAck(now time.Time, m *mqttsn.ConnAck) {
 		s.retryLater(now)
 		return
 	}
+	s.connects++
 	s.env.fleet.connects.Add(1)
 	if s.resuming {
 		s.resuming = false
 		s.env.fleet.connected.Add(1)
 		s.state = stActive
-		s.becomeActive(now)
+		s.becomeActive(now, true)
 		return
 	}
 	s.setState(stSetup)
-	clear(s.rx2)
+	if s.g.CleanSession {
+		clear(s.rx2) // a new session: the gateway forgot the exchanges too
+	}
 	s.setup(now)
 }
 
@@ -902,16 +1143,17 @@ func (s *sensor) onPublish(now time.Time, m *mqttsn.Publish) {
 	}
 }
 
-// record counts a command's delivery by its sequence number.
+// record counts a command's delivery by its sequence number. A command of
+// another run (its nonce), for another sensor, or with a seq the observer
+// never handed out is counted stale and otherwise ignored.
 func (s *sensor) record(now time.Time, data []byte) {
 	p, ok := parsePayload(data)
-	if !ok || string(p.id) != s.clientID {
+	if !ok || string(p.id) != s.clientID || string(p.run) != s.env.cmdNonce || p.seq > s.down.next.Load() {
+		s.down.stale.Add(1)
 		return
 	}
 	if s.down.set.add(p.seq) {
 		s.down.received.Add(1)
-		if h := s.env.downLat[s.g.CommandQoS]; h != nil {
-			h.Record(s.env.clk.since(now, p.ts))
-		}
+		s.env.downLat.of(s.g.CommandQoS).Record(s.env.clk.since(now, p.ts))
 	}
 }

@@ -27,6 +27,8 @@ func (f *fakeLink) send(b []byte) error {
 
 func (f *fakeLink) redial() error { f.redials++; return nil }
 
+func (f *fakeLink) close() {}
+
 // take returns the messages sent since the last take.
 func (f *fakeLink) take() []mqttsn.Message {
 	m := f.sent
@@ -56,10 +58,7 @@ func testGroup() Group {
 
 func newTestSensor(t *testing.T, g Group) (*sensor, *fakeLink, *env) {
 	l := &fakeLink{t: t}
-	e := &env{clk: newClock(), fleet: new(fleetCounters)}
-	for i := range e.downLat {
-		e.downLat[i] = new(Histogram)
-	}
+	e := newEnv("run1")
 	return newSensor(&g, e, 1, l, 1), l, e
 }
 
@@ -189,7 +188,8 @@ func TestSensorSleepCycle(t *testing.T) {
 		t.Fatalf("PINGREQ %+v", pr)
 	}
 	cmd := func(seq uint64) []byte {
-		return appendPayload(nil, payloadPrefix("x-1"), seq, e.clk.micros(now), 0, false, 0)
+		s.down.next.Store(seq)
+		return appendPayload(nil, payloadPrefix("x-1", e.cmdNonce), seq, e.clk.micros(now), 0, false, 0)
 	}
 	s.handle(now, &mqttsn.Publish{QoS: mqttsn.QoS1, TopicID: 9, MsgID: 100, Data: cmd(1)})
 	if pa := one[*mqttsn.PubAck](t, l); pa.MsgID != 100 || pa.TopicID != 9 || pa.ReturnCode != mqttsn.Accepted {
@@ -262,7 +262,7 @@ func TestSensorRandomInput(t *testing.T) {
 		case 11:
 			return &mqttsn.WillTopicReq{}
 		case 12:
-			return &mqttsn.Publish{QoS: mqttsn.QoS(rng.IntN(3)), TopicID: id, MsgID: id, Data: []byte(`{"id":"x-1","seq":1,"ts":1}`)}
+			return &mqttsn.Publish{QoS: mqttsn.QoS(rng.IntN(3)), TopicID: id, MsgID: id, Data: []byte(`{"id":"x-1","run":"run1","seq":1,"ts":1}`)}
 		}
 		return &mqttsn.GwInfo{}
 	}
@@ -341,5 +341,278 @@ func TestReadLoopMalformed(t *testing.T) {
 	}
 	if n := fc.malformed.Load(); n != 8 {
 		t.Errorf("malformed = %d, want 8", n)
+	}
+}
+
+// connectActive takes a sensor of testGroup from start to active: CONNECT,
+// CONNACK, REGISTER (topic id 5) when it has a registered topic.
+func connectActive(t *testing.T, s *sensor, l *fakeLink, now time.Time) {
+	t.Helper()
+	s.start(now, now)
+	one[*mqttsn.Connect](t, l)
+	s.handle(now, &mqttsn.ConnAck{})
+	if s.g.Topic != "" && s.g.TopicType == TopicRegistered {
+		r := one[*mqttsn.Register](t, l)
+		s.handle(now, &mqttsn.RegAck{TopicID: 5, MsgID: r.MsgID})
+	}
+	if s.state != stActive {
+		t.Fatalf("state %v after set-up, want active", s.state)
+	}
+}
+
+// The QoS 2 flow, and a reconnect in the middle of it, with a session the
+// gateway keeps (clean_session = false):
+//
+//	sensor --PUBLISH q2--> gw, <--PUBREC--, --PUBREL-->   (connection lost)
+//	sensor --CONNECT--> gw, <--CONNACK--, --REGISTER-->, <--REGACK--
+//	sensor --PUBREL--> gw   (not PUBLISH DUP), <--PUBCOMP--: acknowledged
+//
+// and a QoS 2 command the sensor PUBREC'd before the reconnect, sent again
+// by the gateway after it, is not delivered twice.
+func TestSensorQoS2ReconnectKeepsSession(t *testing.T) {
+	g := testGroup()
+	g.CleanSession = false
+	g.Topic, g.QoS, g.Publishes, g.Interval = "s/{id}", mqttsn.QoS2, true, time.Hour
+	g.CommandTopic, g.CommandQoS = "c/{id}", mqttsn.QoS2
+	s, l, e := newTestSensor(t, g)
+	now := time.Now()
+	s.start(now, now)
+	one[*mqttsn.Connect](t, l)
+	s.handle(now, &mqttsn.ConnAck{})
+	r := one[*mqttsn.Register](t, l)
+	s.handle(now, &mqttsn.RegAck{TopicID: 5, MsgID: r.MsgID})
+	sub := one[*mqttsn.Subscribe](t, l)
+	s.handle(now, &mqttsn.SubAck{QoS: 2, TopicID: 9, MsgID: sub.MsgID})
+	s.nextPub = now // the reading is due
+	s.tick(now)
+	p := one[*mqttsn.Publish](t, l)
+	if p.QoS != mqttsn.QoS2 || p.DUP {
+		t.Fatalf("PUBLISH %+v", p)
+	}
+
+	// A command at QoS 2, PUBREC'd; its PUBREL has not come yet.
+	s.down.next.Store(1)
+	cmd := appendPayload(nil, payloadPrefix("x-1", e.cmdNonce), 1, e.clk.micros(now), 0, false, 0)
+	s.handle(now, &mqttsn.Publish{QoS: mqttsn.QoS2, TopicID: 9, MsgID: 70, Data: cmd})
+	one[*mqttsn.PubRec](t, l)
+
+	s.handle(now, &mqttsn.PubRec{MsgID: p.MsgID})
+	if rel := one[*mqttsn.PubRel](t, l); rel.MsgID != p.MsgID {
+		t.Fatalf("PUBREL %+v for PUBLISH %d", rel, p.MsgID)
+	}
+	s.handle(now, &mqttsn.Disconnect{}) // the gateway ends the connection
+	if s.state != stIdle || s.up.inFlight.Load() != 1 {
+		t.Fatalf("state %v, in flight %d", s.state, s.up.inFlight.Load())
+	}
+	now = s.nextDeadline()
+	s.tick(now)
+	one[*mqttsn.Connect](t, l)
+	s.handle(now, &mqttsn.ConnAck{})
+	r = one[*mqttsn.Register](t, l)
+	// The gateway sends the command again before the set-up is over.
+	s.handle(now, &mqttsn.Publish{DUP: true, QoS: mqttsn.QoS2, TopicID: 9, MsgID: 70, Data: cmd})
+	if pr := one[*mqttsn.PubRec](t, l); pr.MsgID != 70 {
+		t.Fatalf("answer to the command sent again: %+v", pr)
+	}
+	s.handle(now, &mqttsn.RegAck{TopicID: 5, MsgID: r.MsgID})
+	sub = one[*mqttsn.Subscribe](t, l)
+	s.handle(now, &mqttsn.SubAck{QoS: 2, TopicID: 9, MsgID: sub.MsgID})
+	rel := one[*mqttsn.PubRel](t, l)
+	if rel.MsgID != p.MsgID {
+		t.Fatalf("after the reconnect: PUBREL %+v, want MsgId %d", rel, p.MsgID)
+	}
+	s.handle(now, &mqttsn.PubComp{MsgID: p.MsgID})
+	if s.up.acked.Load() != 1 || s.up.inFlight.Load() != 0 || s.up.failed.Load() != 0 {
+		t.Errorf("acked %d in flight %d failed %d, want 1 0 0", s.up.acked.Load(), s.up.inFlight.Load(), s.up.failed.Load())
+	}
+	s.handle(now, &mqttsn.PubRel{MsgID: 70})
+	one[*mqttsn.PubComp](t, l)
+	if s.down.received.Load() != 1 || s.down.set.duplicated != 0 {
+		t.Errorf("command received %d, duplicated %d; want 1, 0", s.down.received.Load(), s.down.set.duplicated)
+	}
+}
+
+// With clean_session = true a publication past PUBREC is settled at the
+// reconnect (the gateway forwarded it before its PUBREC), and one before
+// PUBREC goes out again as PUBLISH with DUP and its MsgId.
+func TestSensorQoS2ReconnectCleanSession(t *testing.T) {
+	g := testGroup()
+	g.Topic, g.QoS, g.Publishes, g.Interval, g.Window = "s/{id}", mqttsn.QoS2, true, time.Hour, 2
+	s, l, _ := newTestSensor(t, g)
+	now := time.Now()
+	connectActive(t, s, l, now)
+	s.nextPub = now // the reading is due
+	s.tick(now)
+	p1 := one[*mqttsn.Publish](t, l)
+	s.nextPub = now // a second one at once
+	s.tick(now)
+	p2 := one[*mqttsn.Publish](t, l)
+	s.handle(now, &mqttsn.PubRec{MsgID: p1.MsgID})
+	one[*mqttsn.PubRel](t, l)
+	s.handle(now, &mqttsn.Disconnect{})
+	if s.up.acked.Load() != 1 || s.up.inFlight.Load() != 1 {
+		t.Fatalf("after the connection was lost: acked %d in flight %d, want 1 (past PUBREC) and 1", s.up.acked.Load(), s.up.inFlight.Load())
+	}
+	now = s.nextDeadline()
+	s.tick(now)
+	one[*mqttsn.Connect](t, l)
+	s.handle(now, &mqttsn.ConnAck{})
+	r := one[*mqttsn.Register](t, l)
+	s.handle(now, &mqttsn.RegAck{TopicID: 6, MsgID: r.MsgID})
+	again := one[*mqttsn.Publish](t, l)
+	if !again.DUP || again.MsgID != p2.MsgID || string(again.Data) != string(p2.Data) || again.TopicID != 6 {
+		t.Fatalf("resent %+v, want the second PUBLISH with DUP on topic 6", again)
+	}
+	s.handle(now, &mqttsn.PubRec{MsgID: again.MsgID})
+	one[*mqttsn.PubRel](t, l)
+	s.handle(now, &mqttsn.PubComp{MsgID: again.MsgID})
+	if s.up.acked.Load() != 2 || s.up.inFlight.Load() != 0 {
+		t.Errorf("acked %d in flight %d", s.up.acked.Load(), s.up.inFlight.Load())
+	}
+}
+
+// A refused REGISTER or SUBSCRIBE does not end the connection: congestion
+// sends that request again after a back-off, "not supported" gives it up
+// (a subscription: the sensor goes active without it). Each is counted.
+func TestSensorRefusedRequests(t *testing.T) {
+	g := testGroup()
+	g.Topic, g.QoS, g.Publishes, g.Interval = "s/{id}", mqttsn.QoS1, true, time.Hour
+	g.CommandTopic = "c/{id}"
+	g.KeepAlive = 0
+	s, l, e := newTestSensor(t, g)
+	now := time.Now()
+	s.start(now, now)
+	one[*mqttsn.Connect](t, l)
+	s.handle(now, &mqttsn.ConnAck{})
+	r := one[*mqttsn.Register](t, l)
+	s.handle(now, &mqttsn.RegAck{MsgID: r.MsgID, ReturnCode: mqttsn.RejectedCongestion})
+	// The subscription goes on meanwhile; it is congested too.
+	sub := one[*mqttsn.Subscribe](t, l)
+	s.handle(now, &mqttsn.SubAck{MsgID: sub.MsgID, ReturnCode: mqttsn.RejectedCongestion})
+	if ms := l.take(); len(ms) != 0 || s.state != stSetup {
+		t.Fatalf("sent %v in state %v, want nothing before the back-off", ms, s.state)
+	}
+	if d := s.nextDeadline(); !d.Equal(now.Add(g.RetryInterval)) {
+		t.Fatalf("next deadline in %v, want the back-off %v", d.Sub(now), g.RetryInterval)
+	}
+	now = now.Add(g.RetryInterval)
+	s.tick(now)
+	r2 := one[*mqttsn.Register](t, l)
+	s.handle(now, &mqttsn.RegAck{TopicID: 5, MsgID: r2.MsgID})
+	sub2 := one[*mqttsn.Subscribe](t, l)
+	if sub2.TopicName != "c/x-1" {
+		t.Fatalf("SUBSCRIBE %+v", sub2)
+	}
+	s.handle(now, &mqttsn.SubAck{MsgID: sub2.MsgID, ReturnCode: mqttsn.RejectedNotSupported})
+	if s.state != stActive || s.down.ready.Load() {
+		t.Fatalf("state %v, ready %v: want active without the subscription", s.state, s.down.ready.Load())
+	}
+	if s.up.rejected.Load() != 3 || e.fleet.reconnects.Load() != 0 || e.fleet.connects.Load() != 1 {
+		t.Errorf("rejected %d reconnects %d connects %d, want 3 0 1", s.up.rejected.Load(), e.fleet.reconnects.Load(), e.fleet.connects.Load())
+	}
+	// It publishes, and never subscribes again on this connection.
+	now = now.Add(time.Hour)
+	s.tick(now)
+	one[*mqttsn.Publish](t, l)
+
+	// A REGISTER refused as not supported gives the topic up.
+	g2 := testGroup()
+	g2.Topic, g2.QoS, g2.Publishes, g2.Interval = "s/{id}", mqttsn.QoS0, true, time.Second
+	s2, l2, _ := newTestSensor(t, g2)
+	s2.start(now, now)
+	one[*mqttsn.Connect](t, l2)
+	s2.handle(now, &mqttsn.ConnAck{})
+	r = one[*mqttsn.Register](t, l2)
+	s2.handle(now, &mqttsn.RegAck{MsgID: r.MsgID, ReturnCode: mqttsn.RejectedNotSupported})
+	if s2.state != stActive {
+		t.Fatalf("state %v", s2.state)
+	}
+	for range 3 {
+		now = now.Add(time.Second)
+		s2.tick(now)
+	}
+	if ms := l2.take(); len(ms) != 0 {
+		t.Errorf("sent %v with the topic given up", ms)
+	}
+}
+
+// A CONNECT that cannot be encoded (empty ClientId) ends the sensor,
+// counted, instead of leaving it waiting in connecting.
+func TestSensorEncodeFailureEnds(t *testing.T) {
+	g := testGroup()
+	g.ClientID = ""
+	s, l, e := newTestSensor(t, g)
+	now := time.Now()
+	s.start(now, now)
+	if ms := l.take(); len(ms) != 0 {
+		t.Fatalf("sent %v", ms)
+	}
+	if !s.done() || !s.nextDeadline().IsZero() {
+		t.Fatalf("state %v, next deadline %v: want done", s.state, s.nextDeadline())
+	}
+	if e.fleet.encodeErrors.Load() != 1 || s.connectFailures != 1 || e.fleet.connectFailures.Load() != 1 {
+		t.Errorf("encode errors %d, connect failures %d/%d", e.fleet.encodeErrors.Load(), s.connectFailures, e.fleet.connectFailures.Load())
+	}
+}
+
+// Readings that fall due while the sensor is not connected are counted
+// skipped, not sent late and not dropped silently.
+func TestSensorSkippedReadings(t *testing.T) {
+	g := testGroup()
+	g.Topic, g.QoS, g.Publishes, g.Interval = "s/{id}", mqttsn.QoS0, true, time.Second
+	g.ReconnectMin, g.ReconnectMax = 10*time.Second, 10*time.Second
+	s, l, _ := newTestSensor(t, g)
+	now := time.Now()
+	connectActive(t, s, l, now)
+	now = s.nextDeadline()
+	s.tick(now)
+	one[*mqttsn.Publish](t, l)
+	lostAt := now
+	s.handle(now, &mqttsn.Disconnect{})
+	now = s.nextDeadline() // 5..10 s later
+	s.tick(now)
+	one[*mqttsn.Connect](t, l)
+	s.handle(now, &mqttsn.ConnAck{})
+	r := one[*mqttsn.Register](t, l)
+	s.handle(now, &mqttsn.RegAck{TopicID: 5, MsgID: r.MsgID})
+	// Due at lostAt+1s, +2s, … up to now: one goes now, the rest were
+	// skipped (the back-off is 5 to 10 s).
+	want := uint64((now.Sub(lostAt) - time.Second) / time.Second)
+	if want < 4 {
+		t.Fatalf("back-off of %v only", now.Sub(lostAt))
+	}
+	if got := s.up.skipped.Load(); got != want {
+		t.Errorf("skipped %d after %v disconnected, want %d", got, now.Sub(lostAt), want)
+	}
+	if p := one[*mqttsn.Publish](t, l); p.TopicID != 5 {
+		t.Errorf("PUBLISH %+v", p)
+	}
+	// Disconnected at the end of the publishing time: the readings due
+	// since then are skipped too.
+	s.handle(now, &mqttsn.Disconnect{})
+	before := s.up.skipped.Load()
+	s.stopUplink(now.Add(3500 * time.Millisecond))
+	if got := s.up.skipped.Load() - before; got != 3 {
+		t.Errorf("skipped %d at the end, want 3 (due 1, 2 and 3 s after the last)", got)
+	}
+	if s.up.sent.Load() != 2 {
+		t.Errorf("sent %d", s.up.sent.Load())
+	}
+}
+
+// abandon (the run's hard stop) records the publications in flight as
+// unfinished.
+func TestSensorAbandon(t *testing.T) {
+	g := testGroup()
+	g.Topic, g.QoS, g.Publishes, g.Interval = "s/{id}", mqttsn.QoS1, true, time.Second
+	s, l, e := newTestSensor(t, g)
+	now := time.Now()
+	connectActive(t, s, l, now)
+	now = s.nextDeadline()
+	s.tick(now)
+	one[*mqttsn.Publish](t, l)
+	s.abandon()
+	if !s.done() || len(s.unfinished) != 1 || s.unfinished[0] != 1 || s.up.inFlight.Load() != 0 || e.fleet.connected.Load() != 0 {
+		t.Errorf("done %v unfinished %v in flight %d connected %d", s.done(), s.unfinished, s.up.inFlight.Load(), e.fleet.connected.Load())
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sensorgate/mqttsn-gateway/mqttsn"
 )
 
 // Histogram records latencies in microseconds in log-linear buckets: exact
@@ -104,6 +106,29 @@ func (h *Histogram) Merge(o *Histogram) {
 	}
 }
 
+// latencies holds one Histogram per QoS, indexed by the QoS's two wire
+// bits: 0, 1, 2, and 3 for QoS -1. of is the only way in, so that no QoS
+// can index out of range.
+type latencies [4]*Histogram
+
+// newLatencies returns a set of empty histograms.
+func newLatencies() *latencies {
+	var l latencies
+	for i := range l {
+		l[i] = new(Histogram)
+	}
+	return &l
+}
+
+// of returns the histogram of q.
+func (l *latencies) of(q mqttsn.QoS) *Histogram { return l[q&3] }
+
+// maxTrackedSeq bounds the sequence numbers a seqSet holds (one bit each:
+// 128 MiB at most, for a sensor that really sent a billion messages).
+// Receivers reject a seq above what its sender assigned before it gets
+// here, so a bogus number cannot make a set grow.
+const maxTrackedSeq = 1 << 30
+
 // seqSet is the set of sequence numbers one sensor's stream delivered,
 // with the counts a receiver derives from it: unique, duplicated, and out
 // of order (a number below the highest seen before). One bit per number.
@@ -115,13 +140,14 @@ type seqSet struct {
 	outOfOrder uint64
 }
 
-// add records seq and reports whether it was new.
+// add records seq and reports whether it was new. 0 and numbers above
+// maxTrackedSeq are ignored (false).
 func (s *seqSet) add(seq uint64) bool {
+	if seq == 0 || seq > maxTrackedSeq {
+		return false
+	}
 	w := int(seq / 64)
 	if w >= len(s.bits) {
-		if w > 1<<26 { // 4 G messages from one sensor: not plausible, ignore
-			return false
-		}
 		s.bits = append(s.bits, make([]uint64, w+1-len(s.bits)+len(s.bits)/2)...)
 	}
 	bit := uint64(1) << (seq % 64)
@@ -146,16 +172,56 @@ func (s *seqSet) has(seq uint64) bool {
 	return w < len(s.bits) && s.bits[w]&(uint64(1)<<(seq%64)) != 0
 }
 
+// countUpTo returns how many of 1..last the set holds.
+func (s *seqSet) countUpTo(last uint64) uint64 {
+	var n int
+	for w, word := range s.bits {
+		lo := uint64(w) * 64
+		if lo > last {
+			break
+		}
+		if last-lo < 63 {
+			word &= uint64(1)<<(last-lo+1) - 1
+		}
+		n += bits.OnesCount64(word)
+	}
+	return uint64(n) // bit 0 (seq 0) is never set
+}
+
+// delivered returns how many of the sent seqs the set holds: those of
+// 1..last that are not in unsent. It is the intersection of what was sent
+// and what arrived, so that an extra arrival cannot hide a loss.
+func (s *seqSet) delivered(last uint64, unsent []uint64) uint64 {
+	n := s.countUpTo(last)
+	for _, seq := range unsent {
+		if seq <= last && s.has(seq) {
+			n--
+		}
+	}
+	return n
+}
+
 // uplinkCounters are what one sensor counts of its own publications.
-// Written by the sensor's goroutine; read by the progress line meanwhile
-// and by the report after the sensor stopped.
+// Written by the sensor's goroutine; read by the progress line, the
+// timeline and the observer meanwhile, and by the report after the sensor
+// stopped.
 type uplinkCounters struct {
 	sent     atomic.Uint64 // QoS 0 and -1: PUBLISHes written
-	acked    atomic.Uint64 // QoS 1/2: PUBACK accepted / PUBCOMP received
+	acked    atomic.Uint64 // QoS 1/2: PUBACK accepted / PUBCOMP received (or PUBREC, see sensor.retryLater)
 	failed   atomic.Uint64 // QoS 1/2: retries exhausted or rejected for good
 	inFlight atomic.Int64
 	retrans  atomic.Uint64 // PUBLISH retransmissions (DUP)
-	rejected atomic.Uint64 // PUBACK with a return code other than accepted
+	rejected atomic.Uint64 // PUBACK, REGACK or SUBACK with a return code other than accepted
+	skipped  atomic.Uint64 // readings that fell due while the sensor could not publish
+	// maxSeq is the highest seq the sensor assigned, stored before the
+	// PUBLISH leaves: the observer rejects anything above it.
+	maxSeq atomic.Uint64
+}
+
+// finished returns the publications the sensor finished: written (QoS 0,
+// -1), acknowledged or given up (QoS 1/2).
+func (u *uplinkCounters) finished() uint64 {
+	return u.sent.Load() + u.acked.Load() + u.failed.Load()
 }
 
 // uplinkSeen is what the observer saw of one sensor's publications.
@@ -167,12 +233,24 @@ type uplinkSeen struct {
 // downlink is one sensor's command stream: the observer counts what it
 // sent, the sensor what it received.
 type downlink struct {
-	next     atomic.Uint64 // last seq handed out
+	next     atomic.Uint64 // last seq handed out: the sensor rejects anything above
 	sent     atomic.Uint64 // acknowledged by the broker (QoS 1/2) or written (QoS 0)
 	sendFail atomic.Uint64 // publish to the broker failed
-	received atomic.Uint64 // unique commands the sensor got
+	received atomic.Uint64 // unique commands of this run the sensor got
+	stale    atomic.Uint64 // commands of another run, or with a seq never handed out
 	ready    atomic.Bool   // subscribed: commands can reach the sensor
 	set      seqSet        // the sensor goroutine's; read after it stopped
+
+	mu     sync.Mutex
+	unsent []uint64 // seqs handed out whose publish failed
+}
+
+// failed records that the command seq did not reach the broker.
+func (d *downlink) failed(seq uint64) {
+	d.sendFail.Add(1)
+	d.mu.Lock()
+	d.unsent = append(d.unsent, seq)
+	d.mu.Unlock()
 }
 
 // fleetCounters are run-wide counts of connection events.
@@ -186,4 +264,5 @@ type fleetCounters struct {
 	malformed       atomic.Uint64 // datagrams from the gateway that did not decode
 	unexpected      atomic.Uint64 // valid messages with no use in the state
 	sendErrors      atomic.Uint64
+	encodeErrors    atomic.Uint64 // messages a sensor could not encode (it gave up)
 }

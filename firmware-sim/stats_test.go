@@ -93,27 +93,28 @@ func TestSeqSet(t *testing.T) {
 
 func TestPayload(t *testing.T) {
 	for _, size := range []int{0, 10, 64, 65, 66, 200} {
-		b := appendPayload(nil, payloadPrefix("temp-0001"), 42, 1732600000123456, 21.5, true, size)
-		if size > 70 && len(b) != size {
+		b := appendPayload(nil, payloadPrefix("temp-0001", "0badcafe"), 42, 1732600000123456, 21.5, true, size)
+		if size > 90 && len(b) != size {
 			t.Errorf("size %d: got %d octets: %s", size, len(b), b)
 		}
 		p, ok := parsePayload(b)
-		if !ok || string(p.id) != "temp-0001" || p.seq != 42 || p.ts != 1732600000123456 {
+		if !ok || string(p.id) != "temp-0001" || string(p.run) != "0badcafe" || p.seq != 42 || p.ts != 1732600000123456 {
 			t.Errorf("size %d: parse %s = %+v %v", size, b, p, ok)
 		}
-		if !strings.HasPrefix(string(b), `{"id":"temp-0001","seq":42,"ts":1732600000123456,"value":21.50`) || b[len(b)-1] != '}' {
+		if !strings.HasPrefix(string(b), `{"id":"temp-0001","run":"0badcafe","seq":42,"ts":1732600000123456,"value":21.50`) || b[len(b)-1] != '}' {
 			t.Errorf("payload %s", b)
 		}
 	}
-	for _, bad := range []string{"", "{", `{"id":"x"`, `{"id":"x","seq":}`, `{"id":"x","seq":1}`, `{"id":"x","seq":1,"ts":}`,
-		`{"id":"x","seq":99999999999999999999999,"ts":1}`, "21.5", `{"seq":1,"id":"x","ts":2}`} {
+	for _, bad := range []string{"", "{", `{"id":"x"`, `{"id":"x","run":"r","seq":}`, `{"id":"x","run":"r","seq":1}`, `{"id":"x","run":"r","seq":1,"ts":}`,
+		`{"id":"x","run":"r","seq":99999999999999999999999,"ts":1}`, "21.5", `{"seq":1,"id":"x","ts":2}`,
+		`{"id":"x","seq":1,"ts":2}`, `{"id":"x","run":"r`, `{"id":"x","run":r,"seq":1,"ts":2}`} {
 		if p, ok := parsePayload([]byte(bad)); ok {
 			t.Errorf("parsePayload(%q) = %+v, want not ok", bad, p)
 		}
 	}
 	buf := make([]byte, 0, 256)
 	if n := testing.AllocsPerRun(1000, func() {
-		buf = appendPayload(buf[:0], `{"id":"a","seq":`, 1, 2, 3, true, 100)
+		buf = appendPayload(buf[:0], `{"id":"a","run":"b","seq":`, 1, 2, 3, true, 100)
 		parsePayload(buf)
 	}); n != 0 {
 		t.Errorf("%v allocations per payload", n)
@@ -121,8 +122,34 @@ func TestPayload(t *testing.T) {
 }
 
 func FuzzParsePayload(f *testing.F) {
-	f.Add([]byte(`{"id":"temp-0001","seq":42,"ts":1732600000123456}`))
+	f.Add([]byte(`{"id":"temp-0001","run":"0badcafe","seq":42,"ts":1732600000123456}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		parsePayload(b) // must not panic
 	})
+}
+
+// delivered counts the intersection of 1..last minus unsent with the set;
+// a bogus seq far above anything sent allocates nothing.
+func TestSeqSetDelivered(t *testing.T) {
+	var s seqSet
+	for _, seq := range []uint64{1, 2, 3, 63, 64, 65, 127, 128, 200, 1000} {
+		s.add(seq)
+	}
+	cases := []struct {
+		last   uint64
+		unsent []uint64
+		want   uint64
+	}{
+		{0, nil, 0}, {1, nil, 1}, {62, nil, 3}, {63, nil, 4}, {64, nil, 5}, {127, nil, 7}, {128, nil, 8},
+		{999, nil, 9}, {5000, nil, 10}, {200, []uint64{2, 4, 200, 1000}, 7},
+	}
+	for _, c := range cases {
+		if got := s.delivered(c.last, c.unsent); got != c.want {
+			t.Errorf("delivered(%d, %v) = %d, want %d", c.last, c.unsent, got, c.want)
+		}
+	}
+	var b seqSet
+	if b.add(maxTrackedSeq+1) || b.add(0) || len(b.bits) != 0 || b.unique != 0 {
+		t.Errorf("out-of-range seqs recorded: %d words, unique %d", len(b.bits), b.unique)
+	}
 }
