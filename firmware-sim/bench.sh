@@ -60,10 +60,12 @@ start() { # start mosquitto and, unless $1 is "direct", the gateway
 	"$mosq" -c "$work/mosquitto.conf" 2>"$work/mosquitto.log" &
 	echo $! >"$work/mosquitto.pid"
 	sleep 0.3
+	kill -0 "$(cat "$work/mosquitto.pid")" 2>/dev/null || { cat "$work/mosquitto.log" >&2; exit 1; }
 	if [ "$1" != direct ]; then
 		"$work/gw" -config "$work/gateway.toml" 2>"$work/gateway.log" &
 		echo $! >"$work/gateway.pid"
 		sleep 0.5
+		kill -0 "$(cat "$work/gateway.pid")" 2>/dev/null || { cat "$work/gateway.log" >&2; exit 1; }
 	fi
 }
 stop() {
@@ -90,10 +92,12 @@ cases=(
 	"mem-10000 gateway idle.toml       10000"
 )
 
-for c in "${cases[@]}"; do
-	read -r name mode scenario sensors <<<"$c"
-	if [ $# -gt 0 ] && [[ " $* " != *" $name "* ]]; then continue; fi
-	for run in $(seq "$RUNS"); do
+# Runs are interleaved (every case once, then again), so that a drift in
+# the machine's speed does not favour one mode.
+for run in $(seq "$RUNS"); do
+	for c in "${cases[@]}"; do
+		read -r name mode scenario sensors <<<"$c"
+		if [ $# -gt 0 ] && [[ " $* " != *" $name "* ]]; then continue; fi
 		start "$mode"
 		args=(-scenario "testdata/scenarios/$scenario" -sensors "$sensors" -duration "$DURATION" -json -quiet
 			-gateway 127.0.0.1:11884 -broker tcp://127.0.0.1:11883)
