@@ -92,8 +92,18 @@ func (s *connState) end() {
 func (s *connState) AddToSession(_ context.Context, packet session.Packet, resp chan<- packets.ControlPacket) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	id, err := s.allocate(packet.Type(), resp)
+	if err == nil {
+		packet.SetIdentifier(id)
+	}
+	return err
+}
+
+// allocate gives a request of ours the next free packet identifier and
+// remembers where its acknowledgement goes; s.mu is held.
+func (s *connState) allocate(packetType byte, resp chan<- packets.ControlPacket) (uint16, error) {
 	if !s.connected {
-		return session.ErrNoConnection
+		return 0, session.ErrNoConnection
 	}
 	if s.requests == nil {
 		s.requests = make(map[uint16]request, 1)
@@ -104,12 +114,11 @@ func (s *connState) AddToSession(_ context.Context, packet session.Packet, resp 
 			continue
 		}
 		if _, used := s.requests[s.lastID]; !used {
-			s.requests[s.lastID] = request{packetType: packet.Type(), resp: resp}
-			packet.SetIdentifier(s.lastID)
-			return nil
+			s.requests[s.lastID] = request{packetType: packetType, resp: resp}
+			return s.lastID, nil
 		}
 	}
-	return session.ErrPacketIdentifiersExhausted
+	return 0, session.ErrPacketIdentifiersExhausted
 }
 
 // finish hands the acknowledgement of request id to its waiter.
@@ -371,32 +380,17 @@ func (s *connState) publish(ctx context.Context, lim serverLimits, topic string,
 func (s *connState) register(packetType byte) (<-chan packets.ControlPacket, uint16, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.connected {
-		return nil, 0, session.ErrNoConnection
-	}
 	if s.pubResp == nil {
 		s.pubResp = make(chan packets.ControlPacket, 1)
 	}
-	if s.requests == nil {
-		s.requests = make(map[uint16]request, 1)
+	// Drain an answer left by a publication that timed out, so that the
+	// channel has room for this one's.
+	select {
+	case <-s.pubResp:
+	default:
 	}
-	for range 1 << 16 {
-		s.lastID++
-		if s.lastID == 0 {
-			continue
-		}
-		if _, used := s.requests[s.lastID]; !used {
-			// Drain an answer left by a publication that timed out, so
-			// that the channel has room for this one's.
-			select {
-			case <-s.pubResp:
-			default:
-			}
-			s.requests[s.lastID] = request{packetType: packetType, resp: s.pubResp}
-			return s.pubResp, s.lastID, nil
-		}
-	}
-	return nil, 0, session.ErrPacketIdentifiersExhausted
+	id, err := s.allocate(packetType, s.pubResp)
+	return s.pubResp, id, err
 }
 
 // forget drops a request whose answer is no longer awaited.
