@@ -11,18 +11,25 @@
 //
 // # Ownership
 //
-// Exactly one goroutine, the session's run loop, reads or writes a session's
-// state. Everything else talks to it through channels:
+// Exactly one goroutine at a time, the session's run loop, reads or writes a
+// session's state. The loop ends (parks) while the client is asleep or
+// disconnected and nothing waits for it, and whatever sends the session an
+// event starts it again (kick); a mutex orders a park against a kick, so
+// two loops never run at once. Everything else talks to it through
+// channels:
 //
 //   - the dispatcher posts client messages (inbox) and CONNECT routing
 //     events (control), never blocking;
 //   - the session's upstream worker runs the broker requests the session
 //     queued (connect, publish, subscribe, ...), one after another in the
 //     order the client's messages arrived, and reports each result on the
-//     control channel; it owns the upstream connection;
+//     control channel (a successful QoS 0 PUBLISH, which has no answer,
+//     only decrements the session's atomic count of outstanding requests);
+//     it owns the upstream connection;
 //   - the upstream connection's handler delivers broker messages on the
 //     deliveries channel, which the session reads only while it can send
-//     them, one gateway-initiated exchange at a time.
+//     them, one gateway-initiated exchange at a time;
+//   - the session's timer is a time.AfterFunc that posts a tick.
 //
 // The session loop never blocks on the network: UDP writes do not wait and
 // broker requests run on the worker. The gateway's maps (by address, by
