@@ -10,8 +10,8 @@ import (
 	"github.com/sensorgate/mqttsn-gateway/gateway"
 	"github.com/sensorgate/mqttsn-gateway/gateway/upstream"
 	"github.com/sensorgate/mqttsn-gateway/internal/testbroker"
+	"github.com/sensorgate/mqttsn-gateway/internal/testgateway"
 	"github.com/sensorgate/mqttsn-gateway/mqttsn"
-	"github.com/sensorgate/mqttsn-gateway/transport"
 )
 
 // End-to-end: the shipped scenarios, scaled down to a few seconds, against
@@ -27,42 +27,21 @@ func startGateway(t *testing.T, url string) string {
 	if testing.Verbose() {
 		log = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
 	}
-	up, err := upstream.New(upstream.Options{URL: url, ReceiveMaximum: 16, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := gateway.New(gateway.Config{
-		RetryInterval:   500 * time.Millisecond,
-		MaxRetries:      3,
-		UpstreamTimeout: 5 * time.Second,
-		SessionExpiry:   time.Minute,
-		ReceiveMaximum:  16,
-		SleepTolerance:  1.5,
-		SleepBufferQoS0: true,
-		QoSMinus1:       true,
-	}, up, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := transport.ListenUDP("127.0.0.1:0", transport.UDPOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = l.Serve(g.HandleDatagram)
-	}()
-	t.Cleanup(func() {
-		_ = l.Close()
-		<-served
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := g.Close(ctx); err != nil {
-			t.Errorf("gateway close: %v", err)
-		}
+	_, addr := testgateway.Start(t, testgateway.Options{
+		Config: gateway.Config{
+			RetryInterval:   500 * time.Millisecond,
+			MaxRetries:      3,
+			UpstreamTimeout: 5 * time.Second,
+			SessionExpiry:   time.Minute,
+			ReceiveMaximum:  16,
+			SleepTolerance:  1.5,
+			SleepBufferQoS0: true,
+			QoSMinus1:       true,
+		},
+		Upstream: upstream.Options{URL: url, ReceiveMaximum: 16},
+		Log:      log,
 	})
-	return l.LocalAddr().String()
+	return addr.String()
 }
 
 // shrink loads a shipped scenario and points it at gw and broker, verifying.

@@ -632,10 +632,7 @@ func report(sc *Scenario, groups [][]*sensor, obs *observer, cmd *commander, e *
 		r.CommandsSkipped = cmd.skip.Load()
 	}
 	if r.Verified {
-		for _, dir := range []struct {
-			name string
-			m    map[string]*Stream
-		}{{"uplink", r.Uplink}, {"downlink", r.Downlink}} {
+		for _, dir := range r.directions() {
 			for _, k := range sortedKeys(dir.m) {
 				st := dir.m[k]
 				if (k == "qos1" || k == "qos2") && st.Lost > 0 {
@@ -667,6 +664,17 @@ func sub0(a, b uint64) uint64 {
 		return 0
 	}
 	return a - b
+}
+
+// direction is one direction's streams of a Report, by QoS key.
+type direction struct {
+	name string // "uplink" or "downlink"
+	m    map[string]*Stream
+}
+
+// directions returns the report's uplink and downlink streams, in that order.
+func (r *Report) directions() []direction {
+	return []direction{{"uplink", r.Uplink}, {"downlink", r.Downlink}}
 }
 
 func stream(m map[string]*Stream, q mqttsn.QoS) *Stream {
@@ -708,10 +716,7 @@ func (r *Report) WriteText(w io.Writer) {
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "%-9s %-5s %9s %9s %7s %6s %6s %6s %6s %10s %10s %10s\n",
 		"direction", "qos", "sent", "delivered", "lost", "dup", "ooo", "failed", "unfin", "p50", "p99", "max")
-	for _, dir := range []struct {
-		name string
-		m    map[string]*Stream
-	}{{"uplink", r.Uplink}, {"downlink", r.Downlink}} {
+	for _, dir := range r.directions() {
 		for _, k := range sortedKeys(dir.m) {
 			st := dir.m[k]
 			if !r.Verified {

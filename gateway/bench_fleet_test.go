@@ -31,7 +31,6 @@ package gateway_test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -59,6 +58,7 @@ import (
 	"github.com/sensorgate/mqttsn-gateway/gateway/upstream"
 	"github.com/sensorgate/mqttsn-gateway/internal/fleet"
 	"github.com/sensorgate/mqttsn-gateway/internal/testbroker"
+	"github.com/sensorgate/mqttsn-gateway/internal/testgateway"
 	"github.com/sensorgate/mqttsn-gateway/mqttsn"
 	"github.com/sensorgate/mqttsn-gateway/transport"
 )
@@ -440,41 +440,19 @@ func raiseNoFile(b *testing.B, need uint64) {
 // bridged to url, and closes it in b's cleanup.
 func startFleetGateway(b *testing.B, url string, sensors int) (*gateway.Gateway, netip.AddrPort) {
 	b.Helper()
-	log := zerolog.Nop()
-	up, err := upstream.New(upstream.Options{URL: url, ReceiveMaximum: 16, Log: log})
-	if err != nil {
-		b.Fatal(err)
-	}
-	g, err := gateway.New(gateway.Config{
-		MaxClients:      sensors + 16,
-		UpstreamTimeout: 30 * time.Second,
-		RetryInterval:   10 * time.Second,
-		ReceiveMaximum:  16,
-	}, up, log)
-	if err != nil {
-		b.Fatal(err)
-	}
-	l, err := transport.ListenUDP("127.0.0.1:0", transport.UDPOptions{ReadBuffer: 4 << 20})
-	if err != nil {
-		b.Fatal(err)
-	}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = l.Serve(g.HandleDatagram)
-	}()
-	b.Cleanup(func() {
-		_ = l.Close()
-		<-served
-		ctx, cancel := context.WithTimeout(context.Background(), fleetCloseTimeout)
-		defer cancel()
-		start := time.Now()
-		if err := g.Close(ctx); err != nil {
-			b.Errorf("gateway close: %v", err)
-		}
-		b.Logf("gateway closed %d sessions in %v", sensors, time.Since(start).Round(time.Millisecond))
+	g, addr := testgateway.Start(b, testgateway.Options{
+		Config: gateway.Config{
+			MaxClients:      sensors + 16,
+			UpstreamTimeout: 30 * time.Second,
+			RetryInterval:   10 * time.Second,
+			ReceiveMaximum:  16,
+		},
+		Upstream:     upstream.Options{URL: url, ReceiveMaximum: 16},
+		UDP:          transport.UDPOptions{ReadBuffer: 4 << 20},
+		Log:          zerolog.Nop(),
+		CloseTimeout: fleetCloseTimeout,
 	})
-	return g, l.LocalAddr()
+	return g, addr
 }
 
 // procSample is what the benchmarks read about the gateway process.

@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"context"
 	"net/netip"
 	"testing"
 	"time"
@@ -12,9 +11,9 @@ import (
 	"github.com/sensorgate/mqttsn-gateway/gateway/upstream"
 	"github.com/sensorgate/mqttsn-gateway/internal/snclient"
 	"github.com/sensorgate/mqttsn-gateway/internal/testbroker"
+	"github.com/sensorgate/mqttsn-gateway/internal/testgateway"
 	"github.com/sensorgate/mqttsn-gateway/mqttsn"
 	"github.com/sensorgate/mqttsn-gateway/topicmap"
-	"github.com/sensorgate/mqttsn-gateway/transport"
 )
 
 // Timing for the tests: short, so that retransmission and keep-alive tests
@@ -51,13 +50,9 @@ func startGatewayWith(t *testing.T, url string, mod func(*gateway.Config), upMod
 	if testing.Verbose() {
 		log = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.DebugLevel)
 	}
-	opts := upstream.Options{URL: url, ReceiveMaximum: 4, Log: log}
+	opts := upstream.Options{URL: url, ReceiveMaximum: 4}
 	if upMod != nil {
 		upMod(&opts)
-	}
-	up, err := upstream.New(opts)
-	if err != nil {
-		t.Fatal(err)
 	}
 	pre, err := topicmap.NewPredefined(predefined)
 	if err != nil {
@@ -77,29 +72,8 @@ func startGatewayWith(t *testing.T, url string, mod func(*gateway.Config), upMod
 	if mod != nil {
 		mod(&cfg)
 	}
-	g, err := gateway.New(cfg, up, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := transport.ListenUDP("127.0.0.1:0", transport.UDPOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = l.Serve(g.HandleDatagram)
-	}()
-	t.Cleanup(func() {
-		_ = l.Close()
-		<-served
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := g.Close(ctx); err != nil {
-			t.Errorf("gateway close: %v", err)
-		}
-	})
-	return &testGateway{Gateway: g, addr: l.LocalAddr(), broker: url}
+	g, addr := testgateway.Start(t, testgateway.Options{Config: cfg, Upstream: opts, Log: log})
+	return &testGateway{Gateway: g, addr: addr, broker: url}
 }
 
 // client dials the gateway with a fresh UDP socket.

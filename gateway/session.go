@@ -260,20 +260,17 @@ func (s *session) park(dl chan *Delivery) bool {
 }
 
 // post queues a message from the client; a full inbox drops it.
-func (s *session) post(from peer, m mqttsn.Message) {
-	select {
-	case s.inbox <- inbound{from: from, msg: m}:
-		s.kick()
-	default:
-		s.g.stats.inboxFull.Add(1)
-	}
-}
+func (s *session) post(from peer, m mqttsn.Message) { offer(s, s.inbox, inbound{from: from, msg: m}) }
 
 // postControl queues an event from the dispatcher without blocking; the
 // client retransmits a CONNECT or PINGREQ that is dropped.
-func (s *session) postControl(ev any) {
+func (s *session) postControl(ev any) { offer(s, s.control, ev) }
+
+// offer sends v to the session on ch without blocking and wakes it; a full
+// channel drops v and counts it.
+func offer[T any](s *session, ch chan<- T, v T) {
 	select {
-	case s.control <- ev:
+	case ch <- v:
 		s.kick()
 	default:
 		s.g.stats.inboxFull.Add(1)

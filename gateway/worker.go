@@ -300,18 +300,16 @@ type connHandler struct {
 // up.
 func (h *connHandler) Deliver(m *Delivery) {
 	if m.QoS == 0 {
-		if h.qos0.Add(1) > qos0Headroom {
-			h.qos0.Add(-1)
-			h.s.g.stats.downlinkDropped.Add(1)
-			return
+		if h.qos0.Add(1) <= qos0Headroom {
+			select {
+			case h.ch <- m:
+				h.s.kick()
+				return
+			default:
+			}
 		}
-		select {
-		case h.ch <- m:
-			h.s.kick()
-		default:
-			h.qos0.Add(-1)
-			h.s.g.stats.downlinkDropped.Add(1)
-		}
+		h.qos0.Add(-1)
+		h.s.g.stats.downlinkDropped.Add(1)
 		return
 	}
 	select {

@@ -32,15 +32,9 @@ type connState struct {
 	mu        sync.Mutex
 	connected bool
 	lastID    uint16
-	requests  map[uint16]request         // our requests awaiting their acknowledgement
-	pubResp   chan packets.ControlPacket // the acknowledgements of publish's PUBLISHes
-	pubrecSet map[uint16]struct{}        // broker QoS 2 messages we sent PUBREC for, awaiting PUBREL
-}
-
-// request is a PUBLISH, SUBSCRIBE or UNSUBSCRIBE of ours in flight.
-type request struct {
-	packetType byte
-	resp       chan<- packets.ControlPacket
+	requests  map[uint16]chan<- packets.ControlPacket // our requests awaiting their acknowledgement: where it goes
+	pubResp   chan packets.ControlPacket              // the acknowledgements of publish's PUBLISHes
+	pubrecSet map[uint16]struct{}                     // broker QoS 2 messages we sent PUBREC for, awaiting PUBREL
 }
 
 var _ session.SessionManager = (*connState)(nil)
@@ -80,8 +74,8 @@ func (s *connState) end() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.connected = false
-	for id, r := range s.requests {
-		deliver(r.resp, packets.ControlPacket{})
+	for id, resp := range s.requests {
+		deliver(resp, packets.ControlPacket{})
 		delete(s.requests, id)
 	}
 }
@@ -92,7 +86,7 @@ func (s *connState) end() {
 func (s *connState) AddToSession(_ context.Context, packet session.Packet, resp chan<- packets.ControlPacket) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	id, err := s.allocate(packet.Type(), resp)
+	id, err := s.allocate(resp)
 	if err == nil {
 		packet.SetIdentifier(id)
 	}
@@ -101,12 +95,12 @@ func (s *connState) AddToSession(_ context.Context, packet session.Packet, resp 
 
 // allocate gives a request of ours the next free packet identifier and
 // remembers where its acknowledgement goes; s.mu is held.
-func (s *connState) allocate(packetType byte, resp chan<- packets.ControlPacket) (uint16, error) {
+func (s *connState) allocate(resp chan<- packets.ControlPacket) (uint16, error) {
 	if !s.connected {
 		return 0, session.ErrNoConnection
 	}
 	if s.requests == nil {
-		s.requests = make(map[uint16]request, 1)
+		s.requests = make(map[uint16]chan<- packets.ControlPacket, 1)
 	}
 	for range 1 << 16 {
 		s.lastID++
@@ -114,7 +108,7 @@ func (s *connState) allocate(packetType byte, resp chan<- packets.ControlPacket)
 			continue
 		}
 		if _, used := s.requests[s.lastID]; !used {
-			s.requests[s.lastID] = request{packetType: packetType, resp: resp}
+			s.requests[s.lastID] = resp
 			return s.lastID, nil
 		}
 	}
@@ -125,8 +119,8 @@ func (s *connState) allocate(packetType byte, resp chan<- packets.ControlPacket)
 func (s *connState) finish(id uint16, recv *packets.ControlPacket) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if r, ok := s.requests[id]; ok {
-		deliver(r.resp, *recv)
+	if resp, ok := s.requests[id]; ok {
+		deliver(resp, *recv)
 		delete(s.requests, id)
 	}
 }
@@ -337,7 +331,7 @@ func (s *connState) publish(ctx context.Context, lim serverLimits, topic string,
 		return 0, nil
 	}
 
-	resp, id, err := s.register(packets.PUBLISH)
+	resp, id, err := s.register()
 	if err != nil {
 		return 0, err
 	}
@@ -377,7 +371,7 @@ func (s *connState) publish(ctx context.Context, lim serverLimits, topic string,
 // the channel its acknowledgement will come on. Publications reuse one
 // channel: the worker has one in flight at a time, and a late answer to
 // one that timed out is told apart by its identifier.
-func (s *connState) register(packetType byte) (<-chan packets.ControlPacket, uint16, error) {
+func (s *connState) register() (<-chan packets.ControlPacket, uint16, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.pubResp == nil {
@@ -389,7 +383,7 @@ func (s *connState) register(packetType byte) (<-chan packets.ControlPacket, uin
 	case <-s.pubResp:
 	default:
 	}
-	id, err := s.allocate(packetType, s.pubResp)
+	id, err := s.allocate(s.pubResp)
 	return s.pubResp, id, err
 }
 
