@@ -3,6 +3,7 @@ package upstream
 import (
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/eclipse/paho.golang/packets"
@@ -30,7 +31,9 @@ func TestPacketLength(t *testing.T) {
 
 // TestPacketConnWholePackets: paho writes a PUBLISH through packetConn in
 // pieces while another goroutine writes acknowledgements straight to the
-// connection; the peer reads every packet whole.
+// connection; each PUBLISH reaches the connection in one write, so that
+// nothing can come between its pieces, and the peer reads every packet
+// whole.
 func TestPacketConnWholePackets(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -58,7 +61,8 @@ func TestPacketConnWholePackets(t *testing.T) {
 	defer peer.Close()
 
 	const n = 300
-	pc := newPacketConn(nc)
+	counted := &countingConn{Conn: nc}
+	pc := newPacketConn(counted)
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
@@ -102,4 +106,18 @@ func TestPacketConnWholePackets(t *testing.T) {
 		}
 	}
 	wg.Wait()
+	if w := counted.writes.Load(); w != n {
+		t.Errorf("%d PUBLISHes took %d writes on the connection, want one each", n, w)
+	}
+}
+
+// countingConn counts the writes made on a connection.
+type countingConn struct {
+	net.Conn
+	writes atomic.Int64
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
 }
