@@ -128,10 +128,7 @@ func (f *minus1Forwarder) run() {
 			}
 			conn, backoff = c, time.Second
 		}
-		ctx, cancel := context.WithTimeout(f.ctx, f.g.cfg.UpstreamTimeout)
-		err := conn.Publish(ctx, m)
-		cancel()
-		if err != nil {
+		if err := conn.Publish(f.ctx, m, nil); err != nil { // QoS 0: done once written
 			// The connection may be gone; open a new one for the next.
 			f.g.stats.qosMinus1Dropped.Add(1)
 			conn.Drop()

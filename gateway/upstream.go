@@ -47,9 +47,16 @@ type Will struct {
 // Conn is one client's upstream connection. Its blocking methods are called
 // from one goroutine at a time, in the order the client's messages arrived.
 type Conn interface {
-	// Publish forwards a message and returns once the broker acknowledged it
-	// as its QoS requires (QoS 0: once written). A refusal is a *RefusedError.
-	Publish(ctx context.Context, m Message) error
+	// Publish forwards a message. A QoS 0 message is done once written. A
+	// QoS 1 or 2 message is on its way when Publish returns nil, and done
+	// is then called exactly once, from another goroutine, with the
+	// outcome: nil once the broker acknowledged it, a *RefusedError when
+	// the broker refused it, another error when the connection ended or the
+	// broker did not answer in time. An error returned means nothing was
+	// sent (a *RefusedError for a message the broker's limits refuse) and
+	// done is not called. Publish waits, until ctx ends, while the broker's
+	// Receive Maximum of QoS 1/2 messages are unacknowledged.
+	Publish(ctx context.Context, m Message, done func(error)) error
 	// Subscribe subscribes to filter and returns the QoS the broker granted.
 	Subscribe(ctx context.Context, filter string, qos byte) (granted byte, err error)
 	// Unsubscribe removes the subscription to filter.

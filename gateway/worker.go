@@ -243,29 +243,13 @@ func (s *session) exec(conn Conn, o op) Conn {
 			conn.Drop()
 		}
 		return nil
-	}
-	ctx := s.ctx
-	if o.kind != opPublish || o.msg.QoS > 0 {
-		// A QoS 0 PUBLISH waits for nothing but the socket write: it needs
-		// no deadline, and a timer per message is measurable CPU (6 % of
-		// the gateway's at 20,000 messages a second).
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(s.ctx, cfg.UpstreamTimeout)
-		defer cancel()
-	}
-	switch o.kind {
 	case opPublish:
-		err := errNotConnected
-		if conn != nil {
-			err = conn.Publish(ctx, o.msg)
-		}
-		if err == nil && o.msg.QoS == 0 {
-			// Nothing to answer the client: the session need not be woken.
-			s.g.stats.publishUp.Add(1)
-			s.outstanding.Add(-1)
-			return conn
-		}
-		s.report(resPublish{op: o, err: err})
+		s.publish(conn, o)
+		return conn
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, cfg.UpstreamTimeout)
+	defer cancel()
+	switch o.kind {
 	case opSubscribe:
 		var granted byte
 		err := errNotConnected
@@ -281,6 +265,30 @@ func (s *session) exec(conn Conn, o op) Conn {
 		s.report(resUnsubscribe{op: o, err: err})
 	}
 	return conn
+}
+
+// publish forwards a client's message. A QoS 0 message is done once
+// written: the worker ends it itself, the session need not be woken. The
+// outcome of a QoS 1 or 2 message comes later, from the connection's
+// reader, and goes to the session; the worker does not wait for it.
+func (s *session) publish(conn Conn, o op) {
+	if conn == nil {
+		s.report(resPublish{op: o, err: errNotConnected})
+		return
+	}
+	if o.msg.QoS == 0 {
+		if err := conn.Publish(s.ctx, o.msg, nil); err != nil {
+			s.report(resPublish{op: o, err: err})
+			return
+		}
+		s.g.stats.publishUp.Add(1)
+		s.outstanding.Add(-1)
+		return
+	}
+	done := func(err error) { s.report(resPublish{op: o, err: err}) }
+	if err := conn.Publish(s.ctx, o.msg, done); err != nil {
+		done(err)
+	}
 }
 
 // connHandler passes one upstream connection's messages and loss to its

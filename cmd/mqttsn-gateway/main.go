@@ -244,6 +244,7 @@ func run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 		CAFile:         cfg.Upstream.CAFile,
 		KeepAlive:      cfg.Upstream.KeepAlive,
 		ReceiveMaximum: uint16(cfg.Upstream.ReceiveMaximum),
+		AckTimeout:     cfg.Upstream.Timeout,
 		Log:            log.With().Str("component", "upstream").Logger(),
 	})
 	if err != nil {

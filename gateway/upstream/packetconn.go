@@ -2,8 +2,12 @@ package upstream
 
 import (
 	"bufio"
+	"errors"
+	"io"
 	"net"
 	"sync"
+
+	"github.com/eclipse/paho.golang/packets"
 )
 
 // readBuffer is the size of each connection's read buffer. paho reads a
@@ -14,7 +18,10 @@ import (
 const readBuffer = 256
 
 // packetConn is the broker connection as paho sees it. Reads go through a
-// small buffer. Writes are gathered into whole packets: paho writes a
+// small buffer, and acknowledgements (PUBACK, PUBREC, PUBREL, PUBCOMP) are
+// taken out of the stream and handed to acks on the reading goroutine:
+// the gateway publishes without paho, so paho has nothing to do with them,
+// and decoding them its way costs allocations and a hand-off each. Writes are gathered into whole packets: paho writes a
 // packet as several pieces (fixed header, variable header, payload), which
 // on the bare connection is one writev, but through any wrapper becomes one
 // write per piece — more system calls, and pieces of packets written by two
@@ -29,21 +36,102 @@ const readBuffer = 256
 // packet reaches the connection only once complete, they never cut one.
 type packetConn struct {
 	net.Conn
-	r *bufio.Reader
+	r       *bufio.Reader
+	acks    func(kind byte, id uint16, rc byte) // told each acknowledgement read
+	passing int                                 // octets of the current packet still to be read by paho
 
 	mu  sync.Mutex
 	pkt []byte // the packet being gathered; nil between packets
 }
 
-func newPacketConn(nc net.Conn) *packetConn {
-	return &packetConn{Conn: nc, r: bufio.NewReaderSize(nc, readBuffer)}
+func newPacketConn(nc net.Conn, acks func(kind byte, id uint16, rc byte)) *packetConn {
+	return &packetConn{Conn: nc, r: bufio.NewReaderSize(nc, readBuffer), acks: acks}
 }
 
 // packetBuffers recycles the gathering buffers, so that an idle connection
 // holds none.
 var packetBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
-func (c *packetConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+// Read reads from the packets that are not acknowledgements; only paho's
+// reader calls it.
+func (c *packetConn) Read(p []byte) (int, error) {
+	for c.passing == 0 {
+		if err := c.nextPacket(); err != nil {
+			return 0, err
+		}
+	}
+	if len(p) > c.passing {
+		p = p[:c.passing]
+	}
+	n, err := c.r.Read(p)
+	c.passing -= n
+	return n, err
+}
+
+// errMalformedLength is a fixed header whose Remaining Length does not end
+// within four octets.
+var errMalformedLength = errors.New("malformed Remaining Length")
+
+// nextPacket reads the fixed header of the next packet. An acknowledgement
+// is read whole and handed to acks; any other packet is left for paho
+// (passing is set to its length).
+func (c *packetConn) nextPacket() error {
+	length, at := 0, 1 // at: the Remaining Length octet being read
+	for shift := 0; ; shift += 7 {
+		if at > 4 {
+			return errMalformedLength
+		}
+		b, err := c.r.Peek(at + 1)
+		if err != nil {
+			return err
+		}
+		length |= int(b[at]&0x7f) << shift
+		if b[at]&0x80 == 0 {
+			break
+		}
+		at++
+	}
+	total := at + 1 + length
+	b, _ := c.r.Peek(1)
+	kind := b[0] >> 4
+	switch kind {
+	case packets.PUBACK, packets.PUBREC, packets.PUBREL, packets.PUBCOMP:
+		if length >= 2 {
+			return c.readAck(kind, at+1, total)
+		}
+	}
+	c.passing = total
+	return nil
+}
+
+// readAck reads an acknowledgement of total octets, its variable header at
+// offset start, and hands it to acks.
+func (c *packetConn) readAck(kind byte, start, total int) error {
+	var pkt []byte
+	if total <= c.r.Size() {
+		b, err := c.r.Peek(total)
+		if err != nil {
+			return err
+		}
+		pkt = b
+	} else { // long properties (a reason string): rare, read into a buffer of its own
+		pkt = make([]byte, total)
+		if _, err := io.ReadFull(c.r, pkt); err != nil {
+			return err
+		}
+		total = 0 // read already
+	}
+	body := pkt[start:]
+	id, rc := uint16(body[0])<<8|uint16(body[1]), byte(0)
+	if len(body) > 2 {
+		rc = body[2]
+	}
+	if _, err := c.r.Discard(total); err != nil {
+		return err
+	}
+	c.acks(kind, id, rc)
+	return nil
+}
 
 // Write gathers p into the packet being written, and writes every packet
 // that is complete.

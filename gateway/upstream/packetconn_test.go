@@ -1,10 +1,16 @@
 package upstream
 
 import (
+	"bytes"
+	"errors"
+	"io"
 	"net"
+	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/eclipse/paho.golang/packets"
 )
@@ -35,34 +41,11 @@ func TestPacketLength(t *testing.T) {
 // nothing can come between its pieces, and the peer reads every packet
 // whole.
 func TestPacketConnWholePackets(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			close(accepted)
-			return
-		}
-		accepted <- c
-	}()
-	nc, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	peer := <-accepted
-	if peer == nil {
-		t.Fatal("accept failed")
-	}
-	defer peer.Close()
+	nc, peer := tcpPair(t)
 
 	const n = 300
 	counted := &countingConn{Conn: nc}
-	pc := newPacketConn(counted)
+	pc := newPacketConn(counted, nil)
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
@@ -120,4 +103,99 @@ type countingConn struct {
 func (c *countingConn) Write(p []byte) (int, error) {
 	c.writes.Add(1)
 	return c.Conn.Write(p)
+}
+
+// TestPacketConnTakesAcks: acknowledgements are taken out of the stream
+// and handed over with their identifier and reason code, however the
+// octets arrive; paho reads every other packet whole and in order,
+// including ones larger than the read buffer.
+func TestPacketConnTakesAcks(t *testing.T) {
+	nc, peer := tcpPair(t)
+	longReason := strings.Repeat("r", 300) // an acknowledgement larger than the read buffer
+	big := bytes.Repeat([]byte("p"), 1000)
+	var stream bytes.Buffer
+	write := func(p io.WriterTo) {
+		if _, err := p.WriteTo(&stream); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stream.Write(ackPacket(packets.PUBACK, 1))
+	write(&packets.Suback{PacketID: 2, Reasons: []byte{1}, Properties: &packets.Properties{}})
+	write(&packets.Pubrec{PacketID: 3, ReasonCode: 0x10, Properties: &packets.Properties{}})
+	write(&packets.Publish{Topic: "cmd/big", QoS: 1, PacketID: 4, Payload: big, Properties: &packets.Properties{}})
+	write(&packets.Pubcomp{PacketID: 5, ReasonCode: 0x92, Properties: &packets.Properties{ReasonString: longReason}})
+	stream.Write(ackPacket(packets.PUBREL, 6))
+	write(&packets.Unsuback{PacketID: 7, Reasons: []byte{0}, Properties: &packets.Properties{}})
+	stream.Write([]byte{packets.PUBACK << 4, 3, 0, 8, 0x97}) // reason code, no properties
+
+	type ack struct {
+		kind byte
+		id   uint16
+		rc   byte
+	}
+	var got []ack
+	pc := newPacketConn(nc, func(kind byte, id uint16, rc byte) { got = append(got, ack{kind, id, rc}) })
+	go func() {
+		// In pieces, so that headers and bodies are split: octet by octet
+		// at first, then 37 at a time.
+		for b := stream.Bytes(); len(b) > 0; {
+			n := min(len(b), 37)
+			if len(b) > stream.Len()-64 {
+				n = 1
+			}
+			if _, err := peer.Write(b[:n]); err != nil {
+				return
+			}
+			b = b[n:]
+			time.Sleep(100 * time.Microsecond)
+		}
+		_ = peer.Close()
+	}()
+
+	var types []byte
+	for {
+		cp, err := packets.ReadPacket(pc)
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				t.Fatalf("after packets %v: %v", types, err)
+			}
+			break
+		}
+		types = append(types, cp.Type)
+		if p, ok := cp.Content.(*packets.Publish); ok && (p.PacketID != 4 || !bytes.Equal(p.Payload, big)) {
+			t.Errorf("PUBLISH read as id %d with %d octets of payload", p.PacketID, len(p.Payload))
+		}
+	}
+	if want := []byte{packets.SUBACK, packets.PUBLISH, packets.UNSUBACK}; !bytes.Equal(types, want) {
+		t.Errorf("paho read packet types %v, want %v", types, want)
+	}
+	want := []ack{{packets.PUBACK, 1, 0}, {packets.PUBREC, 3, 0x10}, {packets.PUBCOMP, 5, 0x92}, {packets.PUBREL, 6, 0}, {packets.PUBACK, 8, 0x97}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("acknowledgements taken: %v, want %v", got, want)
+	}
+}
+
+// tcpPair returns the two ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := <-accepted
+	if peer == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { _ = nc.Close(); _ = peer.Close() })
+	return nc, peer
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
@@ -26,15 +27,26 @@ import (
 // Delivery's Ack (ack), after the sensor acknowledged them; paho's own
 // request to acknowledge (Ack) is ignored.
 type connState struct {
-	ended func(*packets.Disconnect) // told once when the connection ends
-	raw   io.Writer                 // the network connection, for whole packets (see packetConn)
+	ended      func(*packets.Disconnect) // told once when the connection ends
+	raw        io.Writer                 // the network connection, for whole packets (see packetConn)
+	ackTimeout time.Duration             // how long a PUBLISH waits for its acknowledgement
 
-	mu        sync.Mutex
-	connected bool
-	lastID    uint16
-	requests  map[uint16]chan<- packets.ControlPacket // our requests awaiting their acknowledgement: where it goes
-	pubResp   chan packets.ControlPacket              // the acknowledgements of publish's PUBLISHes
-	pubrecSet map[uint16]struct{}                     // broker QoS 2 messages we sent PUBREC for, awaiting PUBREL
+	mu         sync.Mutex
+	connected  bool
+	lastID     uint16
+	requests   map[uint16]chan<- packets.ControlPacket // paho's requests (SUBSCRIBE, UNSUBSCRIBE) awaiting their acknowledgement: where it goes
+	flights    map[uint16]flight                       // our QoS 1/2 PUBLISHes awaiting their acknowledgement
+	room       chan struct{}                           // signalled when a flight ends (see waitRoom)
+	expiry     *time.Timer                             // fails flights older than ackTimeout (see expire)
+	expiryLive bool                                    // expiry is armed
+	pubrecSet  map[uint16]struct{}                     // broker QoS 2 messages we sent PUBREC for, awaiting PUBREL
+}
+
+// flight is one of our QoS 1/2 PUBLISHes awaiting the broker's answer.
+type flight struct {
+	topic string
+	sent  time.Time
+	done  func(error) // told the outcome, once
 }
 
 var _ session.SessionManager = (*connState)(nil)
@@ -72,17 +84,30 @@ func (s *connState) ConnectionLost(dp *packets.Disconnect) error {
 // empty ControlPacket tells paho the session is shutting down).
 func (s *connState) end() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.connected = false
 	for id, resp := range s.requests {
 		deliver(resp, packets.ControlPacket{})
 		delete(s.requests, id)
 	}
+	ended := s.flights
+	s.flights = nil
+	if s.expiry != nil {
+		s.expiry.Stop()
+		s.expiryLive = false
+	}
+	s.signalRoom()
+	s.mu.Unlock()
+	for _, f := range ended {
+		f.done(publishOutcome(f.topic, 0, errEndedBeforeAck))
+	}
 }
 
+// errEndedBeforeAck fails the PUBLISHes in flight when the connection ends.
+var errEndedBeforeAck = errors.New("connection ended before the broker acknowledged the PUBLISH")
+
 // AddToSession gives packet an identifier and remembers where its
-// acknowledgement goes. The gateway sends one request at a time on a
-// connection, so the broker's Receive Maximum is never in the way.
+// acknowledgement goes. paho asks only for SUBSCRIBE and UNSUBSCRIBE,
+// which the broker's Receive Maximum does not count.
 func (s *connState) AddToSession(_ context.Context, packet session.Packet, resp chan<- packets.ControlPacket) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -93,8 +118,9 @@ func (s *connState) AddToSession(_ context.Context, packet session.Packet, resp 
 	return err
 }
 
-// allocate gives a request of ours the next free packet identifier and
-// remembers where its acknowledgement goes; s.mu is held.
+// allocate gives a request the next free packet identifier and, for
+// paho's requests (resp not nil), remembers where its acknowledgement
+// goes; s.mu is held.
 func (s *connState) allocate(resp chan<- packets.ControlPacket) (uint16, error) {
 	if !s.connected {
 		return 0, session.ErrNoConnection
@@ -107,8 +133,12 @@ func (s *connState) allocate(resp chan<- packets.ControlPacket) (uint16, error) 
 		if s.lastID == 0 {
 			continue
 		}
-		if _, used := s.requests[s.lastID]; !used {
-			s.requests[s.lastID] = resp
+		_, request := s.requests[s.lastID]
+		_, flying := s.flights[s.lastID]
+		if !request && !flying {
+			if resp != nil {
+				s.requests[s.lastID] = resp
+			}
 			return s.lastID, nil
 		}
 	}
@@ -125,10 +155,8 @@ func (s *connState) finish(id uint16, recv *packets.ControlPacket) {
 	}
 }
 
-// deliver hands an answer to a request's waiter without blocking: each
-// channel has room for one answer (paho's one per request; publish's is
-// drained before every request), so a full channel holds a stale answer
-// the waiter will skip.
+// deliver hands an answer to a request's waiter without blocking: paho
+// gives each request a channel with room for one answer.
 func deliver(ch chan<- packets.ControlPacket, cp packets.ControlPacket) {
 	select {
 	case ch <- cp:
@@ -145,32 +173,15 @@ func (s *connState) write(b []byte) {
 	}
 }
 
-// PacketReceived handles acknowledgements of our requests and the broker's
-// PUBLISH and PUBREL.
+// PacketReceived handles the acknowledgements of paho's requests and the
+// broker's PUBLISHes. (PUBACK, PUBREC, PUBREL and PUBCOMP never get here:
+// packetConn hands them to ackReceived.)
 func (s *connState) PacketReceived(recv *packets.ControlPacket, pubChan chan<- *packets.Publish) error {
 	switch p := recv.Content.(type) {
-	case *packets.Puback:
-		s.finish(p.PacketID, recv)
 	case *packets.Suback:
 		s.finish(p.PacketID, recv)
 	case *packets.Unsuback:
 		s.finish(p.PacketID, recv)
-	case *packets.Pubcomp:
-		s.finish(p.PacketID, recv)
-	case *packets.Pubrec:
-		s.mu.Lock()
-		_, known := s.requests[p.PacketID]
-		switch {
-		case !known:
-			s.write([]byte{packets.PUBREL<<4 | 2, 3, byte(p.PacketID >> 8), byte(p.PacketID), 0x92}) // identifier not found
-			s.mu.Unlock()
-		case p.ReasonCode >= 0x80:
-			s.mu.Unlock()
-			s.finish(p.PacketID, recv) // refused: the PUBREC is the answer
-		default:
-			s.write(ackPacket(packets.PUBREL, p.PacketID))
-			s.mu.Unlock()
-		}
 	case *packets.Publish:
 		if p.QoS == 2 && p.Duplicate {
 			s.mu.Lock()
@@ -184,13 +195,45 @@ func (s *connState) PacketReceived(recv *packets.ControlPacket, pubChan chan<- *
 			}
 		}
 		pubChan <- p
-	case *packets.Pubrel:
-		s.mu.Lock()
-		delete(s.pubrecSet, p.PacketID)
-		s.write(ackPacket(packets.PUBCOMP, p.PacketID))
-		s.mu.Unlock()
 	}
 	return nil
+}
+
+// ackReceived handles an acknowledgement packet (PUBACK, PUBREC, PUBREL,
+// PUBCOMP) on the connection's reader, without paho: an acknowledgement of
+// our PUBLISH ends its flight (a PUBREC that accepts it is answered with
+// PUBREL first), and the broker's PUBREL of a message to the sensor is
+// answered with PUBCOMP. rc is the packet's reason code (0 when absent).
+func (s *connState) ackReceived(kind byte, id uint16, rc byte) {
+	s.mu.Lock()
+	switch kind {
+	case packets.PUBREL:
+		delete(s.pubrecSet, id)
+		s.write(ackPacket(packets.PUBCOMP, id))
+		s.mu.Unlock()
+		return
+	case packets.PUBREC:
+		if _, known := s.flights[id]; !known {
+			s.write([]byte{packets.PUBREL<<4 | 2, 3, byte(id >> 8), byte(id), 0x92}) // identifier not found
+			s.mu.Unlock()
+			return
+		}
+		if rc < 0x80 {
+			s.write(ackPacket(packets.PUBREL, id))
+			s.mu.Unlock()
+			return
+		}
+		// A refusal ends a QoS 2 exchange at PUBREC.
+	}
+	f, ok := s.flights[id]
+	if ok {
+		delete(s.flights, id)
+		s.signalRoom()
+	}
+	s.mu.Unlock()
+	if ok {
+		f.done(publishOutcome(f.topic, rc, nil))
+	}
 }
 
 // Ack ignores paho's automatic acknowledgement of a broker message: ack
@@ -227,6 +270,7 @@ func (s *connState) SetDebugLogger(log.Logger) {}
 
 // serverLimits are what the broker's CONNACK allows a publication.
 type serverLimits struct {
+	receiveMax    uint16 // QoS 1/2 PUBLISHes the broker takes unacknowledged; 65535 unless it said less
 	maxQoS        byte   // 2 unless the broker said less
 	retain        bool   // retained messages are available
 	maxPacketSize uint32 // 0: no limit
@@ -234,9 +278,12 @@ type serverLimits struct {
 
 // limitsOf reads the limits from a CONNACK's properties.
 func limitsOf(p *paho.ConnackProperties) serverLimits {
-	l := serverLimits{maxQoS: 2, retain: true}
+	l := serverLimits{receiveMax: 65535, maxQoS: 2, retain: true}
 	if p == nil {
 		return l
+	}
+	if p.ReceiveMaximum != nil && *p.ReceiveMaximum > 0 {
+		l.receiveMax = *p.ReceiveMaximum
 	}
 	if p.MaximumQoS != nil {
 		l.maxQoS = *p.MaximumQoS
@@ -258,30 +305,35 @@ func (e *errRefused) Error() string { return e.reason }
 var publishBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
 
 // publish writes a PUBLISH of its own encoding, whole, to the network
-// connection and, for QoS 1 and 2, waits for its PUBACK or PUBCOMP (the
-// PUBREL in between is sent by PacketReceived). It returns the reason code
-// of the acknowledgement that ended the exchange.
+// connection. For QoS 1 and 2 it does not wait for the acknowledgement:
+// done is told the outcome when the PUBACK or PUBCOMP arrives (the PUBREL
+// in between is sent by ackReceived), when the broker refuses, when the
+// connection ends or after ackTimeout without an answer. An error from
+// publish means nothing was sent and done will not be called. While the
+// broker's Receive Maximum of PUBLISHes are unacknowledged, publish waits
+// (until ctx ends) for one of them to finish.
 //
 // The gateway publishes here rather than through paho's Publish: paho
 // builds each PUBLISH out of a dozen allocations, two contexts and a
 // writev of four pieces, which at tens of thousands of messages a second
-// was a third of the gateway's CPU. The connection's single writer of
+// was a third of the gateway's CPU; and waiting for the acknowledgement
+// cost the worker a wake-up per message. The connection's single writer of
 // requests (the session's upstream worker) calls it one at a time.
-func (s *connState) publish(ctx context.Context, lim serverLimits, topic string, payload []byte, qos byte, retain bool) (byte, error) {
+func (s *connState) publish(ctx context.Context, lim serverLimits, topic string, payload []byte, qos byte, retain bool, done func(error)) error {
 	switch {
 	case topic == "" || strings.ContainsAny(topic, "+#"):
-		return 0, &errRefused{fmt.Sprintf("topic %q is not a topic name", topic)}
+		return &errRefused{fmt.Sprintf("topic %q is not a topic name", topic)}
 	case qos > lim.maxQoS:
-		return 0, &errRefused{fmt.Sprintf("QoS %d is above the broker's maximum QoS %d", qos, lim.maxQoS)}
+		return &errRefused{fmt.Sprintf("QoS %d is above the broker's maximum QoS %d", qos, lim.maxQoS)}
 	case retain && !lim.retain:
-		return 0, &errRefused{"the broker does not support retained messages"}
+		return &errRefused{"the broker does not support retained messages"}
 	}
 	remaining := 2 + len(topic) + 1 + len(payload) // topic, property length 0, payload
 	if qos > 0 {
 		remaining += 2
 	}
 	if remaining > 268435455 {
-		return 0, &errRefused{"message too large for MQTT"}
+		return &errRefused{"message too large for MQTT"}
 	}
 	bp := publishBuffers.Get().(*[]byte)
 	defer func() {
@@ -306,7 +358,7 @@ func (s *connState) publish(ctx context.Context, lim serverLimits, topic string,
 		}
 	}
 	if lim.maxPacketSize > 0 && uint64(len(b)+remaining) > uint64(lim.maxPacketSize) {
-		return 0, &errRefused{fmt.Sprintf("message of %d octets is larger than the broker's maximum packet size %d", len(b)+remaining, lim.maxPacketSize)}
+		return &errRefused{fmt.Sprintf("message of %d octets is larger than the broker's maximum packet size %d", len(b)+remaining, lim.maxPacketSize)}
 	}
 	b = append(b, byte(len(topic)>>8), byte(len(topic)))
 	b = append(b, topic...)
@@ -323,73 +375,110 @@ func (s *connState) publish(ctx context.Context, lim serverLimits, topic string,
 		connected := s.connected
 		s.mu.Unlock()
 		if !connected {
-			return 0, session.ErrNoConnection
+			return session.ErrNoConnection
 		}
-		if _, err := s.raw.Write(b); err != nil {
-			return 0, err
-		}
-		return 0, nil
+		_, err := s.raw.Write(b)
+		return err
 	}
 
-	resp, id, err := s.register()
+	id, err := s.takeOff(ctx, lim.receiveMax, topic, done)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	b[idAt], b[idAt+1] = byte(id>>8), byte(id)
 	if _, err := s.raw.Write(b); err != nil {
-		s.forget(id)
-		return 0, err
+		s.mu.Lock()
+		_, flying := s.flights[id]
+		delete(s.flights, id)
+		s.mu.Unlock()
+		if !flying {
+			return nil // the connection ended meanwhile, and done was told
+		}
+		return err
 	}
+	return nil
+}
+
+// takeOff waits until fewer than max PUBLISHes are unacknowledged, then
+// gives a new one an identifier and records its flight.
+func (s *connState) takeOff(ctx context.Context, max uint16, topic string, done func(error)) (uint16, error) {
 	for {
+		s.mu.Lock()
+		if !s.connected {
+			s.mu.Unlock()
+			return 0, session.ErrNoConnection
+		}
+		if len(s.flights) < int(max) {
+			break
+		}
+		if s.room == nil {
+			s.room = make(chan struct{}, 1)
+		}
+		room := s.room
+		s.mu.Unlock()
 		select {
+		case <-room:
 		case <-ctx.Done():
-			s.forget(id)
 			return 0, ctx.Err()
-		case cp := <-resp:
-			switch p := cp.Content.(type) {
-			case nil:
-				return 0, errors.New("connection ended before the broker acknowledged the PUBLISH")
-			case *packets.Puback:
-				if p.PacketID == id {
-					return p.ReasonCode, nil
-				}
-			case *packets.Pubrec: // a refusal ends a QoS 2 exchange at PUBREC
-				if p.PacketID == id {
-					return p.ReasonCode, nil
-				}
-			case *packets.Pubcomp:
-				if p.PacketID == id {
-					return p.ReasonCode, nil
-				}
-			}
-			// An answer to an earlier publication that timed out: skip it.
 		}
 	}
+	defer s.mu.Unlock()
+	id, err := s.allocate(nil)
+	if err != nil {
+		return 0, err
+	}
+	if s.flights == nil {
+		s.flights = make(map[uint16]flight, 1)
+	}
+	now := time.Now()
+	s.flights[id] = flight{topic: topic, sent: now, done: done}
+	switch {
+	case s.expiry == nil:
+		s.expiry = time.AfterFunc(s.ackTimeout, s.expire)
+		s.expiryLive = true
+	case !s.expiryLive:
+		s.expiry.Reset(s.ackTimeout)
+		s.expiryLive = true
+	}
+	return id, nil
 }
 
-// register allocates a packet identifier for a request of ours and returns
-// the channel its acknowledgement will come on. Publications reuse one
-// channel: the worker has one in flight at a time, and a late answer to
-// one that timed out is told apart by its identifier.
-func (s *connState) register() (<-chan packets.ControlPacket, uint16, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.pubResp == nil {
-		s.pubResp = make(chan packets.ControlPacket, 1)
-	}
-	// Drain an answer left by a publication that timed out, so that the
-	// channel has room for this one's.
+// signalRoom tells a waiting takeOff that a flight ended; s.mu is held.
+func (s *connState) signalRoom() {
 	select {
-	case <-s.pubResp:
+	case s.room <- struct{}{}:
 	default:
 	}
-	id, err := s.allocate(s.pubResp)
-	return s.pubResp, id, err
 }
 
-// forget drops a request whose answer is no longer awaited.
-func (s *connState) forget(id uint16) {
+// expire fails the flights that have waited ackTimeout for an answer. The
+// timer is not re-armed per PUBLISH: it runs while flights exist, and each
+// time it fires it is set for the oldest one left.
+func (s *connState) expire() {
+	var late []flight
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.requests, id)
+	now := time.Now()
+	var oldest time.Time
+	for id, f := range s.flights {
+		if now.Sub(f.sent) >= s.ackTimeout {
+			late = append(late, f)
+			delete(s.flights, id)
+			continue
+		}
+		if oldest.IsZero() || f.sent.Before(oldest) {
+			oldest = f.sent
+		}
+	}
+	if oldest.IsZero() {
+		s.expiryLive = false
+	} else {
+		s.expiry.Reset(s.ackTimeout - now.Sub(oldest))
+	}
+	if len(late) > 0 {
+		s.signalRoom()
+	}
+	s.mu.Unlock()
+	for _, f := range late {
+		f.done(publishOutcome(f.topic, 0, fmt.Errorf("no acknowledgement from the broker within %v", s.ackTimeout)))
+	}
 }

@@ -43,6 +43,7 @@ type Options struct {
 	CAFile         string        // PEM roots for tls://; empty: the system's
 	KeepAlive      time.Duration // MQTT keep-alive of each connection; default 60 s
 	ReceiveMaximum uint16        // QoS 1/2 messages in flight towards each client; default 16
+	AckTimeout     time.Duration // how long a PUBLISH may wait for the broker's acknowledgement; default 10 s
 	Log            zerolog.Logger
 }
 
@@ -90,6 +91,9 @@ func New(opts Options) (*Upstream, error) {
 	if up.opts.ReceiveMaximum == 0 {
 		up.opts.ReceiveMaximum = 16
 	}
+	if up.opts.AckTimeout <= 0 {
+		up.opts.AckTimeout = 10 * time.Second
+	}
 	return up, nil
 }
 
@@ -100,9 +104,9 @@ func (up *Upstream) Connect(ctx context.Context, p gateway.ConnectParams, h gate
 		return nil, fmt.Errorf("upstream: dial %s: %w", up.address, err)
 	}
 	c := &conn{net: nc, handler: h, log: up.opts.Log, pinger: &timerPinger{raw: nc}}
-	c.state = &connState{ended: c.ended, raw: nc}
+	c.state = &connState{ended: c.ended, raw: nc, ackTimeout: up.opts.AckTimeout}
 	c.client = paho.NewClient(paho.ClientConfig{
-		Conn:               newPacketConn(nc),
+		Conn:               newPacketConn(nc, c.state.ackReceived),
 		Session:            c.state,
 		PingHandler:        c.pinger,
 		OnPublishReceived:  []func(paho.PublishReceived) (bool, error){c.onPublish},
@@ -271,16 +275,24 @@ func (c *conn) finish() {
 	_ = c.state.Close()
 }
 
-// Publish forwards m and waits for the broker's acknowledgement.
-func (c *conn) Publish(ctx context.Context, m gateway.Message) error {
-	rc, err := c.state.publish(ctx, c.limits, m.Topic, m.Payload, m.QoS, m.Retain)
+// Publish forwards m: QoS 0 once written, QoS 1 and 2 without waiting for
+// the acknowledgement, which done is told (see gateway.Conn).
+func (c *conn) Publish(ctx context.Context, m gateway.Message, done func(error)) error {
+	err := c.state.publish(ctx, c.limits, m.Topic, m.Payload, m.QoS, m.Retain, done)
 	c.pinger.PacketSent()
+	return publishOutcome(m.Topic, 0, err)
+}
+
+// publishOutcome maps the end of a publication to what the gateway is told:
+// nil, a *gateway.RefusedError for a refusal (by the broker's reason code
+// rc or by its CONNACK limits), or err with context.
+func publishOutcome(topic string, rc byte, err error) error {
 	var refused *errRefused
 	switch {
 	case errors.As(err, &refused):
 		return &gateway.RefusedError{Code: mqttsn.RejectedNotSupported, Reason: refused.reason}
 	case err != nil:
-		return fmt.Errorf("upstream: publish %q: %w", m.Topic, err)
+		return fmt.Errorf("upstream: publish %q: %w", topic, err)
 	case rc >= 0x80:
 		return &gateway.RefusedError{Code: ackCode(rc), Reason: fmt.Sprintf("reason code 0x%02x", rc)}
 	}

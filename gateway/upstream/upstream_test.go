@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -655,10 +656,20 @@ func connect(t *testing.T, up *upstream.Upstream, p gateway.ConnectParams, h gat
 	return c
 }
 
+// publish publishes m and, for QoS 1 and 2, waits for the outcome.
 func publish(c gateway.Conn, m gateway.Message) error {
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	return c.Publish(ctx, m)
+	outcome := make(chan error, 1)
+	if err := c.Publish(ctx, m, func(err error) { outcome <- err }); err != nil || m.QoS == 0 {
+		return err
+	}
+	select {
+	case err := <-outcome:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("no outcome: %w", ctx.Err())
+	}
 }
 
 func subscribe(c gateway.Conn, filter string, qos byte) (byte, error) {

@@ -1,0 +1,191 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/packets"
+
+	"github.com/sensorgate/mqttsn-gateway/gateway"
+	"github.com/sensorgate/mqttsn-gateway/mqttsn"
+)
+
+// testState is a connState writing to a loopback TCP connection whose other
+// end the test reads as the broker would, and answers by hand.
+func testState(t *testing.T, ackTimeout time.Duration) (*connState, net.Conn) {
+	t.Helper()
+	nc, peer := tcpPair(t)
+	s := &connState{ended: func(*packets.Disconnect) {}, raw: nc, ackTimeout: ackTimeout}
+	if err := s.ConAckReceived(nil, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	return s, peer
+}
+
+// readPacket reads the next packet the state wrote.
+func readPacket(t *testing.T, peer net.Conn) *packets.ControlPacket {
+	t.Helper()
+	_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	cp, err := packets.ReadPacket(peer)
+	if err != nil {
+		t.Fatalf("read what the gateway sent: %v", err)
+	}
+	return cp
+}
+
+// outcomes collects what done is told, per publication.
+type outcomes chan error
+
+func (o outcomes) done(err error) { o <- err }
+
+func (o outcomes) next(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-o:
+		return err
+	case <-time.After(5 * time.Second):
+		t.Fatal("no outcome within 5 s")
+		return nil
+	}
+}
+
+func (o outcomes) none(t *testing.T, d time.Duration) {
+	t.Helper()
+	select {
+	case err := <-o:
+		t.Fatalf("unexpected outcome %v", err)
+	case <-time.After(d):
+	}
+}
+
+var lim2 = serverLimits{receiveMax: 2, maxQoS: 2, retain: true}
+
+// TestPublishFlights: QoS 1 and 2 PUBLISHes do not wait for their
+// acknowledgement, never more than the broker's Receive Maximum are
+// unacknowledged, and each one's outcome is told once: acknowledged,
+// refused, timed out or cut by the end of the connection.
+func TestPublishFlights(t *testing.T) {
+	ctx := context.Background()
+
+	t.Run("receive maximum", func(t *testing.T) {
+		s, peer := testState(t, time.Minute)
+		out := make(outcomes, 3)
+		third := make(chan error, 1)
+		go func() {
+			for i := range 3 {
+				err := s.publish(ctx, lim2, "t", []byte{byte(i)}, 1, false, out.done)
+				if i == 2 {
+					third <- err
+				} else if err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+		first := readPacket(t, peer).Content.(*packets.Publish)
+		second := readPacket(t, peer).Content.(*packets.Publish)
+		select {
+		case err := <-third:
+			t.Fatalf("a third PUBLISH went out (%v) while the Receive Maximum of 2 were unacknowledged", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+		s.ackReceived(packets.PUBACK, first.PacketID, 0)
+		if err := out.next(t); err != nil {
+			t.Errorf("acknowledged PUBLISH: outcome %v, want nil", err)
+		}
+		if err := <-third; err != nil {
+			t.Fatalf("third PUBLISH: %v", err)
+		}
+		last := readPacket(t, peer).Content.(*packets.Publish)
+		if last.Payload[0] != 2 || last.PacketID == second.PacketID {
+			t.Errorf("third PUBLISH: payload %v id %d (second's id %d)", last.Payload, last.PacketID, second.PacketID)
+		}
+		s.ackReceived(packets.PUBACK, second.PacketID, packets.PubackQuotaExceeded)
+		var refused *gateway.RefusedError
+		if err := out.next(t); !errors.As(err, &refused) || refused.Code != mqttsn.RejectedCongestion {
+			t.Errorf("refused PUBLISH: outcome %v, want a refusal with congestion", err)
+		}
+		s.ackReceived(packets.PUBACK, last.PacketID, 0)
+		if err := out.next(t); err != nil {
+			t.Errorf("third PUBLISH: outcome %v", err)
+		}
+		s.ackReceived(packets.PUBACK, last.PacketID, 0) // repeated: nothing more
+		out.none(t, 50*time.Millisecond)
+	})
+
+	t.Run("QoS 2", func(t *testing.T) {
+		s, peer := testState(t, time.Minute)
+		out := make(outcomes, 1)
+		if err := s.publish(ctx, lim2, "t", []byte("x"), 2, false, out.done); err != nil {
+			t.Fatal(err)
+		}
+		p := readPacket(t, peer).Content.(*packets.Publish)
+		s.ackReceived(packets.PUBREC, p.PacketID, 0)
+		if rel, ok := readPacket(t, peer).Content.(*packets.Pubrel); !ok || rel.PacketID != p.PacketID {
+			t.Fatalf("after PUBREC the gateway sent %#v, want PUBREL %d", rel, p.PacketID)
+		}
+		out.none(t, 50*time.Millisecond) // done only at PUBCOMP
+		s.ackReceived(packets.PUBCOMP, p.PacketID, 0)
+		if err := out.next(t); err != nil {
+			t.Errorf("outcome %v", err)
+		}
+		s.ackReceived(packets.PUBREC, 999, 0) // nothing of ours: PUBREL "identifier not found"
+		if rel, ok := readPacket(t, peer).Content.(*packets.Pubrel); !ok || rel.PacketID != 999 || rel.ReasonCode != 0x92 {
+			t.Errorf("unknown PUBREC answered with %#v, want PUBREL 999 reason 0x92", rel)
+		}
+	})
+
+	t.Run("no answer", func(t *testing.T) {
+		const timeout = 300 * time.Millisecond
+		s, peer := testState(t, timeout)
+		out := make(outcomes, 2)
+		start := time.Now()
+		if err := s.publish(ctx, lim2, "late", []byte("x"), 1, false, out.done); err != nil {
+			t.Fatal(err)
+		}
+		p := readPacket(t, peer).Content.(*packets.Publish)
+		err := out.next(t)
+		if err == nil || !strings.Contains(err.Error(), "no acknowledgement") {
+			t.Fatalf("unanswered PUBLISH: outcome %v, want a timeout", err)
+		}
+		if d := time.Since(start); d < timeout {
+			t.Errorf("timed out after %v, before the %v timeout", d, timeout)
+		}
+		s.ackReceived(packets.PUBACK, p.PacketID, 0) // too late: nothing more
+		out.none(t, 50*time.Millisecond)
+		// The timer is armed again for the next one.
+		if err := s.publish(ctx, lim2, "late", []byte("y"), 1, false, out.done); err != nil {
+			t.Fatal(err)
+		}
+		if err := out.next(t); err == nil {
+			t.Error("second unanswered PUBLISH: nil outcome, want a timeout")
+		}
+	})
+
+	t.Run("connection ends", func(t *testing.T) {
+		s, peer := testState(t, time.Minute)
+		out := make(outcomes, 2)
+		for range 2 {
+			if err := s.publish(ctx, lim2, "t", nil, 1, false, out.done); err != nil {
+				t.Fatal(err)
+			}
+			readPacket(t, peer)
+		}
+		waiting := make(chan error, 1)
+		go func() { waiting <- s.publish(ctx, lim2, "t", nil, 1, false, out.done) }()
+		time.Sleep(50 * time.Millisecond)
+		s.end()
+		for range 2 {
+			if err := out.next(t); !errors.Is(err, errEndedBeforeAck) {
+				t.Errorf("PUBLISH in flight at the end: outcome %v, want %v", err, errEndedBeforeAck)
+			}
+		}
+		if err := <-waiting; err == nil {
+			t.Error("PUBLISH waiting for room when the connection ended: nil error, want one")
+		}
+		out.none(t, 50*time.Millisecond)
+	})
+}
