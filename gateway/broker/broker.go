@@ -17,10 +17,11 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// pendingWrites bounds the messages mochi queues for one client's socket.
-// Beyond it mochi drops messages to that client — QoS 0, and QoS 1/2 too
-// (it rolls them back out of flight): a queue of 256 lost QoS 1 messages to
-// a busy subscriber under load, so it stays at 1024 (8 KiB per client).
+// pendingWrites bounds the QoS 0 messages mochi queues for one client's
+// socket; beyond it, QoS 0 messages to that client are dropped and
+// counted. (QoS 1/2 are always queued, bounded by the client's Receive
+// Maximum: see third_party/mochi-mqtt-server/README.md.) An empty queue
+// costs nothing.
 const pendingWrites = 1024
 
 // readBuffer is the size of mochi's buffered reader on each client socket
@@ -57,9 +58,6 @@ func Start(addr string, log zerolog.Logger) (*Broker, error) {
 	}
 	b := &Broker{conns: newTrackingListener(ln)}
 	caps := mqtt.NewDefaultServerCapabilities()
-	// mochi gives every client a channel of this many pending writes; its
-	// default (8192) costs 64 KiB per client. A gateway connection has at
-	// most Receive Maximum QoS 1/2 messages in flight plus QoS 0 bursts.
 	caps.MaximumClientWritesPending = pendingWrites
 	b.srv = mqtt.New(&mqtt.Options{
 		Capabilities:            caps,

@@ -116,6 +116,7 @@ type ClientConnection struct {
 	Conn     net.Conn      // the net.Conn used to establish the connection
 	bconn    *bufio.Reader // a buffered net.Conn for reading packets
 	outbuf   *bytes.Buffer // a buffer for writing packets
+	writeMu  sync.Mutex    // serialises writes (patched: was the client's lock)
 	Remote   string        // the remote address of the client
 	Listener string        // listener id of the client
 	Inline   bool          // if true, the client is the built-in 'inline' embedded client
@@ -143,20 +144,20 @@ type Will struct {
 
 // ClientState tracks the state of the client.
 type ClientState struct {
-	TopicAliases    TopicAliases         // a map of topic aliases
-	stopCause       atomic.Value         // reason for stopping
-	Inflight        *Inflight            // a map of in-flight qos messages
-	Subscriptions   *Subscriptions       // a map of the subscription filters a client maintains
-	disconnected    int64                // the time the client disconnected in unix time, for calculating expiry
-	outbound        chan *packets.Packet // queue for pending outbound packets
-	endOnce         sync.Once            // only end once
-	isTakenOver     atomic.Bool          // used to identify orphaned clients
-	packetID        uint32               // the current highest packetID
-	open            context.Context      // indicate that the client is open for packet exchange
-	cancelOpen      context.CancelFunc   // cancel function for open context
-	outboundQty     int32                // number of messages currently in the outbound queue
-	Keepalive       uint16               // the number of seconds the connection can wait
-	ServerKeepalive bool                 // keepalive was set by the server
+	TopicAliases    TopicAliases       // a map of topic aliases
+	stopCause       atomic.Value       // reason for stopping
+	Inflight        *Inflight          // a map of in-flight qos messages
+	Subscriptions   *Subscriptions     // a map of the subscription filters a client maintains
+	disconnected    int64              // the time the client disconnected in unix time, for calculating expiry
+	outbound        outQueue           // queue for pending outbound packets (patched: was a channel)
+	endOnce         sync.Once          // only end once
+	isTakenOver     atomic.Bool        // used to identify orphaned clients
+	packetID        uint32             // the current highest packetID
+	open            context.Context    // indicate that the client is open for packet exchange
+	cancelOpen      context.CancelFunc // cancel function for open context
+	outboundQty     int32              // number of messages currently in the outbound queue
+	Keepalive       uint16             // the number of seconds the connection can wait
+	ServerKeepalive bool               // keepalive was set by the server
 }
 
 // newClient returns a new instance of Client. This is almost exclusively used by Server
@@ -171,7 +172,6 @@ func newClient(c net.Conn, o *ops) *Client {
 			open:          ctx,
 			cancelOpen:    cancel,
 			Keepalive:     defaultKeepalive,
-			outbound:      make(chan *packets.Packet, o.options.Capabilities.MaximumClientWritesPending),
 		},
 		Properties: ClientProperties{
 			ProtocolVersion: defaultClientProtocolVersion, // default protocol version
@@ -190,19 +190,74 @@ func newClient(c net.Conn, o *ops) *Client {
 	return cl
 }
 
-// WriteLoop ranges over pending outbound messages and writes them to the client connection.
-func (cl *Client) WriteLoop() {
-	for {
-		select {
-		case pk := <-cl.State.outbound:
-			if err := cl.WritePacket(*pk); err != nil {
-				// TODO : Figure out what to do with error
-				cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
-			}
-			atomic.AddInt32(&cl.State.outboundQty, -1)
-		case <-cl.State.open.Done():
-			return
+// outQueue is a client's queue of pending outbound packets. (Patched: it
+// was a channel of MaximumClientWritesPending packets, drained by a
+// goroutine per client for the client's whole life: 8 KiB and a goroutine
+// per idle client, and a QoS 1/2 packet dropped when the channel was
+// full.) A writer goroutine runs only while packets are queued. QoS 0
+// packets are refused beyond MaximumClientWritesPending; QoS 1/2 packets
+// are always taken, bounded by the client's Receive Maximum instead.
+type outQueue struct {
+	mu      sync.Mutex
+	items   []*packets.Packet
+	head    int  // items[head:] are pending
+	writing bool // a WriteLoop goroutine is draining the queue
+}
+
+// push queues pk for cl and makes sure a writer runs; it reports false
+// when a QoS 0 packet finds the queue full.
+func (q *outQueue) push(cl *Client, pk *packets.Packet) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if pk.FixedHeader.Qos == 0 && len(q.items)-q.head >= int(cl.ops.options.Capabilities.MaximumClientWritesPending) {
+		return false
+	}
+	q.items = append(q.items, pk)
+	atomic.AddInt32(&cl.State.outboundQty, 1)
+	if !q.writing {
+		q.writing = true
+		go cl.WriteLoop()
+	}
+	return true
+}
+
+// pop takes the next pending packet; when there is none it marks the
+// writer stopped and returns nil.
+func (q *outQueue) pop() *packets.Packet {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.head == len(q.items) {
+		q.writing = false
+		if cap(q.items) > 64 {
+			q.items = nil // let a burst's backing array go
+		} else {
+			q.items = q.items[:0]
 		}
+		q.head = 0
+		return nil
+	}
+	pk := q.items[q.head]
+	q.items[q.head] = nil
+	q.head++
+	return pk
+}
+
+// pending returns the number of packets waiting to be written.
+func (q *outQueue) pending() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items) - q.head
+}
+
+// WriteLoop writes the pending outbound packets to the client connection
+// and ends when none are left (patched: it ran for the client's life).
+func (cl *Client) WriteLoop() {
+	for pk := cl.State.outbound.pop(); pk != nil; pk = cl.State.outbound.pop() {
+		if err := cl.WritePacket(*pk); err != nil {
+			// TODO : Figure out what to do with error
+			cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
+		}
+		atomic.AddInt32(&cl.State.outboundQty, -1)
 	}
 }
 
@@ -600,9 +655,13 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 	}
 
 	n, err := func() (int64, error) {
-		cl.Lock()
-		defer cl.Unlock()
-		if len(cl.State.outbound) == 0 {
+		// Patched: a write that blocks on a client that stopped reading
+		// held the client's lock, which every publisher fanning a QoS 1/2
+		// message out to the client needs (NextPacketID): one stalled
+		// subscriber stalled them all.
+		cl.Net.writeMu.Lock()
+		defer cl.Net.writeMu.Unlock()
+		if cl.State.outbound.pending() == 0 {
 			if cl.Net.outbuf == nil {
 				return buf.WriteTo(cl.Net.Conn)
 			}
