@@ -25,14 +25,24 @@
 //     order the client's messages arrived, and reports each result on the
 //     control channel (a successful QoS 0 PUBLISH, which has no answer,
 //     only decrements the session's atomic count of outstanding requests);
-//     it owns the upstream connection;
+//     it owns the upstream connection. When the worker waits with nothing
+//     queued, the session writes a PUBLISH itself if the connection takes
+//     it without waiting (Conn.TryPublish), which keeps the order and
+//     saves a hand-off per message;
+//   - a QoS 1/2 PUBLISH's outcome comes from the connection's reader, on
+//     the control channel, when the broker acknowledges it: neither the
+//     worker nor the session waits for it;
 //   - the upstream connection's handler delivers broker messages on the
 //     deliveries channel, which the session reads only while it can send
 //     them, one gateway-initiated exchange at a time;
 //   - the session's timer is a time.AfterFunc that posts a tick.
 //
-// The session loop never blocks on the network: UDP writes do not wait and
-// broker requests run on the worker. The gateway's maps (by address, by
+// The session loop never blocks on the network: UDP writes do not wait,
+// broker requests run on the worker, and the PUBLISHes the session writes
+// itself are written only if the socket takes them at once (the rest of a
+// packet it took in part is finished by a goroutine of the connection).
+// One exception remains: acknowledging a broker message (Delivery.Ack)
+// writes to the broker's socket and can wait on it. The gateway's maps (by address, by
 // ClientId) are guarded by one mutex held only for lookups and updates.
 //
 // # End-to-end acknowledgement

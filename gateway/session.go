@@ -497,6 +497,9 @@ func (s *session) request(o op) bool {
 		}
 		s.outstanding.Add(1)
 	}
+	if o.kind == opPublish && s.publishInline(o) {
+		return true
+	}
 	s.opq.push(o)
 	return true
 }

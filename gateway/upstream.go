@@ -57,6 +57,13 @@ type Conn interface {
 	// done is not called. Publish waits, until ctx ends, while the broker's
 	// Receive Maximum of QoS 1/2 messages are unacknowledged.
 	Publish(ctx context.Context, m Message, done func(error)) error
+	// TryPublish is Publish without waiting: it sends m only if that needs
+	// no wait (for room under the broker's Receive Maximum or in the
+	// connection's send buffer) and reports whether it did; done is then
+	// called as for Publish. When it reports false nothing was sent, and
+	// Publish will tell why or wait. It may be called from another
+	// goroutine than Publish, but never at the same time.
+	TryPublish(m Message, done func(error)) bool
 	// Subscribe subscribes to filter and returns the QoS the broker granted.
 	Subscribe(ctx context.Context, filter string, qos byte) (granted byte, err error)
 	// Unsubscribe removes the subscription to filter.

@@ -85,6 +85,8 @@ type opQueue struct {
 	running  bool // a worker goroutine is running
 	idleExit bool // the worker ends when the queue is empty
 	conn     Conn // the upstream connection while no worker holds it
+	idleConn Conn // the running worker's connection while it waits for requests (see tryInline)
+	waiting  bool // the running worker waits for requests
 	start    func()
 	done     sync.WaitGroup // the running worker
 	signal   chan struct{}
@@ -158,9 +160,30 @@ func (q *opQueue) next(buf []op, conn Conn) (items []op, ok, last bool) {
 			q.mu.Unlock()
 			return nil, false, last
 		}
+		q.idleConn, q.waiting = conn, true // for tryInline
 		q.mu.Unlock()
 		<-q.signal
+		q.mu.Lock()
+		q.idleConn, q.waiting = nil, false
+		q.mu.Unlock()
 	}
+}
+
+// tryInline runs f in the caller's goroutine on the connection of a
+// worker that waits with nothing queued, so that what f writes follows
+// everything the worker wrote, and returns what f reports; it returns
+// false when the worker is busy, not running or has no connection. Only
+// the session's goroutine, the one that queues requests, calls it: nothing
+// is queued while f runs.
+func (q *opQueue) tryInline(f func(Conn) bool) bool {
+	q.mu.Lock()
+	if !q.waiting || len(q.items) > 0 || q.closed || q.idleConn == nil {
+		q.mu.Unlock()
+		return false
+	}
+	conn := q.idleConn
+	q.mu.Unlock()
+	return f(conn)
 }
 
 // worker runs the session's upstream requests. It holds the upstream
@@ -285,10 +308,37 @@ func (s *session) publish(conn Conn, o op) {
 		s.outstanding.Add(-1)
 		return
 	}
-	done := func(err error) { s.report(resPublish{op: o, err: err}) }
+	done := s.publishDone(o)
 	if err := conn.Publish(s.ctx, o.msg, done); err != nil {
 		done(err)
 	}
+}
+
+// publishDone returns what tells the session the outcome of a QoS 1 or 2
+// publication.
+func (s *session) publishDone(o op) func(error) {
+	return func(err error) { s.report(resPublish{op: o, err: err}) }
+}
+
+// publishInline writes a client's message from the session's goroutine,
+// without the worker, when the worker waits with nothing queued and the
+// connection takes the message without waiting: one goroutine hand-off
+// less per message. It reports false when the worker must publish it.
+func (s *session) publishInline(o op) bool {
+	var done func(error)
+	if o.msg.QoS > 0 {
+		done = s.publishDone(o)
+	}
+	return s.opq.tryInline(func(c Conn) bool {
+		if !c.TryPublish(o.msg, done) {
+			return false
+		}
+		if o.msg.QoS == 0 {
+			s.g.stats.publishUp.Add(1)
+			s.outstanding.Add(-1)
+		}
+		return true
+	})
 }
 
 // connHandler passes one upstream connection's messages and loss to its

@@ -31,9 +31,10 @@ const readBuffer = 256
 // Only paho's packets go through Write, and paho writes them from the
 // goroutine that calls its methods, which the gateway does from one
 // goroutine at a time (the session's upstream worker). The other writers
-// (acknowledgements from connState, PINGREQ from timerPinger) write their
-// whole packets straight to the network connection: since a gathered
-// packet reaches the connection only once complete, they never cut one.
+// (PUBLISH and acknowledgements from connState, PINGREQ from timerPinger)
+// write their whole packets straight to the connection's connWriter:
+// since a gathered packet reaches it only once complete, they never cut
+// one.
 type packetConn struct {
 	net.Conn
 	r       *bufio.Reader

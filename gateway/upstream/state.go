@@ -28,7 +28,7 @@ import (
 // request to acknowledge (Ack) is ignored.
 type connState struct {
 	ended      func(*packets.Disconnect) // told once when the connection ends
-	raw        io.Writer                 // the network connection, for whole packets (see packetConn)
+	raw        *connWriter               // the network connection, for whole packets (see packetConn)
 	ackTimeout time.Duration             // how long a PUBLISH waits for its acknowledgement
 
 	mu         sync.Mutex
@@ -101,6 +101,9 @@ func (s *connState) end() {
 		f.done(publishOutcome(f.topic, 0, errEndedBeforeAck))
 	}
 }
+
+// errNoRoom: the broker's Receive Maximum of PUBLISHes are unacknowledged.
+var errNoRoom = errors.New("the broker's Receive Maximum of PUBLISHes are unacknowledged")
 
 // errEndedBeforeAck fails the PUBLISHes in flight when the connection ends.
 var errEndedBeforeAck = errors.New("connection ended before the broker acknowledged the PUBLISH")
@@ -320,56 +323,12 @@ var publishBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 256); retu
 // cost the worker a wake-up per message. The connection's single writer of
 // requests (the session's upstream worker) calls it one at a time.
 func (s *connState) publish(ctx context.Context, lim serverLimits, topic string, payload []byte, qos byte, retain bool, done func(error)) error {
-	switch {
-	case topic == "" || strings.ContainsAny(topic, "+#"):
-		return &errRefused{fmt.Sprintf("topic %q is not a topic name", topic)}
-	case qos > lim.maxQoS:
-		return &errRefused{fmt.Sprintf("QoS %d is above the broker's maximum QoS %d", qos, lim.maxQoS)}
-	case retain && !lim.retain:
-		return &errRefused{"the broker does not support retained messages"}
+	bp, idAt, err := encodePublish(lim, topic, payload, qos, retain)
+	if err != nil {
+		return err
 	}
-	remaining := 2 + len(topic) + 1 + len(payload) // topic, property length 0, payload
-	if qos > 0 {
-		remaining += 2
-	}
-	if remaining > 268435455 {
-		return &errRefused{"message too large for MQTT"}
-	}
-	bp := publishBuffers.Get().(*[]byte)
-	defer func() {
-		if cap(*bp) <= 64<<10 {
-			publishBuffers.Put(bp)
-		}
-	}()
-	header := byte(packets.PUBLISH<<4) | qos<<1
-	if retain {
-		header |= 1
-	}
-	b := append((*bp)[:0], header)
-	for n := remaining; ; {
-		digit := byte(n % 128)
-		n /= 128
-		if n > 0 {
-			digit |= 0x80
-		}
-		b = append(b, digit)
-		if n == 0 {
-			break
-		}
-	}
-	if lim.maxPacketSize > 0 && uint64(len(b)+remaining) > uint64(lim.maxPacketSize) {
-		return &errRefused{fmt.Sprintf("message of %d octets is larger than the broker's maximum packet size %d", len(b)+remaining, lim.maxPacketSize)}
-	}
-	b = append(b, byte(len(topic)>>8), byte(len(topic)))
-	b = append(b, topic...)
-	idAt := len(b)
-	if qos > 0 {
-		b = append(b, 0, 0)
-	}
-	b = append(b, 0) // no properties
-	b = append(b, payload...)
-	*bp = b
-
+	defer releasePublish(bp)
+	b := *bp
 	if qos == 0 {
 		s.mu.Lock()
 		connected := s.connected
@@ -381,7 +340,7 @@ func (s *connState) publish(ctx context.Context, lim serverLimits, topic string,
 		return err
 	}
 
-	id, err := s.takeOff(ctx, lim.receiveMax, topic, done)
+	id, err := s.takeOff(ctx, lim.receiveMax, topic, done, true)
 	if err != nil {
 		return err
 	}
@@ -399,9 +358,102 @@ func (s *connState) publish(ctx context.Context, lim serverLimits, topic string,
 	return nil
 }
 
-// takeOff waits until fewer than max PUBLISHes are unacknowledged, then
-// gives a new one an identifier and records its flight.
-func (s *connState) takeOff(ctx context.Context, max uint16, topic string, done func(error)) (uint16, error) {
+// encodePublish checks a publication against the broker's limits and
+// encodes it into a pooled buffer (give it back with releasePublish);
+// idAt is where the packet identifier goes (QoS 1 and 2).
+func encodePublish(lim serverLimits, topic string, payload []byte, qos byte, retain bool) (bp *[]byte, idAt int, err error) {
+	switch {
+	case topic == "" || strings.ContainsAny(topic, "+#"):
+		return nil, 0, &errRefused{fmt.Sprintf("topic %q is not a topic name", topic)}
+	case qos > lim.maxQoS:
+		return nil, 0, &errRefused{fmt.Sprintf("QoS %d is above the broker's maximum QoS %d", qos, lim.maxQoS)}
+	case retain && !lim.retain:
+		return nil, 0, &errRefused{"the broker does not support retained messages"}
+	}
+	remaining := 2 + len(topic) + 1 + len(payload) // topic, property length 0, payload
+	if qos > 0 {
+		remaining += 2
+	}
+	if remaining > 268435455 {
+		return nil, 0, &errRefused{"message too large for MQTT"}
+	}
+	bp = publishBuffers.Get().(*[]byte)
+	header := byte(packets.PUBLISH<<4) | qos<<1
+	if retain {
+		header |= 1
+	}
+	b := append((*bp)[:0], header)
+	for n := remaining; ; {
+		digit := byte(n % 128)
+		n /= 128
+		if n > 0 {
+			digit |= 0x80
+		}
+		b = append(b, digit)
+		if n == 0 {
+			break
+		}
+	}
+	if lim.maxPacketSize > 0 && uint64(len(b)+remaining) > uint64(lim.maxPacketSize) {
+		releasePublish(bp)
+		return nil, 0, &errRefused{fmt.Sprintf("message of %d octets is larger than the broker's maximum packet size %d", len(b)+remaining, lim.maxPacketSize)}
+	}
+	b = append(b, byte(len(topic)>>8), byte(len(topic)))
+	b = append(b, topic...)
+	idAt = len(b)
+	if qos > 0 {
+		b = append(b, 0, 0)
+	}
+	b = append(b, 0) // no properties
+	b = append(b, payload...)
+	*bp = b
+	return bp, idAt, nil
+}
+
+// releasePublish gives an encoding buffer back to the pool.
+func releasePublish(bp *[]byte) {
+	if cap(*bp) <= 64<<10 {
+		publishBuffers.Put(bp)
+	}
+}
+
+// tryPublish is publish without waiting: it sends the PUBLISH only if
+// that needs no wait, for room under the broker's Receive Maximum or in
+// the connection's send buffer, and reports whether it did (done is then
+// told the outcome as for publish). When it reports false nothing was
+// sent, and publish will tell why or wait.
+func (s *connState) tryPublish(lim serverLimits, topic string, payload []byte, qos byte, retain bool, done func(error)) bool {
+	bp, idAt, err := encodePublish(lim, topic, payload, qos, retain)
+	if err != nil {
+		return false
+	}
+	defer releasePublish(bp)
+	b := *bp
+	if qos == 0 {
+		s.mu.Lock()
+		connected := s.connected
+		s.mu.Unlock()
+		return connected && s.raw.tryWrite(b)
+	}
+	id, err := s.takeOff(nil, lim.receiveMax, topic, done, false)
+	if err != nil {
+		return false
+	}
+	b[idAt], b[idAt+1] = byte(id>>8), byte(id)
+	if s.raw.tryWrite(b) {
+		return true
+	}
+	s.mu.Lock()
+	_, flying := s.flights[id]
+	delete(s.flights, id)
+	s.mu.Unlock()
+	return !flying // the connection ended meanwhile, and done was told
+}
+
+// takeOff waits until fewer than max PUBLISHes are unacknowledged (or,
+// unless wait, fails with errNoRoom), then gives a new one an identifier
+// and records its flight.
+func (s *connState) takeOff(ctx context.Context, max uint16, topic string, done func(error), wait bool) (uint16, error) {
 	for {
 		s.mu.Lock()
 		if !s.connected {
@@ -410,6 +462,10 @@ func (s *connState) takeOff(ctx context.Context, max uint16, topic string, done 
 		}
 		if len(s.flights) < int(max) {
 			break
+		}
+		if !wait {
+			s.mu.Unlock()
+			return 0, errNoRoom
 		}
 		if s.room == nil {
 			s.room = make(chan struct{}, 1)

@@ -1,8 +1,10 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"strings"
 	"testing"
@@ -19,7 +21,7 @@ import (
 func testState(t *testing.T, ackTimeout time.Duration) (*connState, net.Conn) {
 	t.Helper()
 	nc, peer := tcpPair(t)
-	s := &connState{ended: func(*packets.Disconnect) {}, raw: nc, ackTimeout: ackTimeout}
+	s := &connState{ended: func(*packets.Disconnect) {}, raw: newConnWriter(nc), ackTimeout: ackTimeout}
 	if err := s.ConAckReceived(nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -188,4 +190,75 @@ func TestPublishFlights(t *testing.T) {
 		}
 		out.none(t, 50*time.Millisecond)
 	})
+}
+
+// TestTryPublish: a publication that would have to wait for room under
+// the Receive Maximum is not sent; one that needs no wait is.
+func TestTryPublish(t *testing.T) {
+	s, peer := testState(t, time.Minute)
+	out := make(outcomes, 3)
+	lim1 := serverLimits{receiveMax: 1, maxQoS: 2, retain: true}
+	if !s.tryPublish(lim1, "t", []byte("a"), 1, false, out.done) {
+		t.Fatal("first QoS 1 PUBLISH not sent")
+	}
+	first := readPacket(t, peer).Content.(*packets.Publish)
+	if s.tryPublish(lim1, "t", []byte("b"), 1, false, out.done) {
+		t.Fatal("a second QoS 1 PUBLISH was sent beyond the Receive Maximum of 1")
+	}
+	if !s.tryPublish(lim1, "t", []byte("c"), 0, false, nil) {
+		t.Fatal("QoS 0 PUBLISH not sent")
+	}
+	if p := readPacket(t, peer).Content.(*packets.Publish); string(p.Payload) != "c" {
+		t.Fatalf("after the first PUBLISH the peer read %q, want the QoS 0 one", p.Payload)
+	}
+	if s.tryPublish(serverLimits{receiveMax: 1, maxQoS: 0}, "t", []byte("d"), 1, false, out.done) {
+		t.Error("a PUBLISH above the broker's maximum QoS was sent")
+	}
+	s.ackReceived(packets.PUBACK, first.PacketID, 0)
+	if err := out.next(t); err != nil {
+		t.Errorf("outcome %v", err)
+	}
+	out.none(t, 50*time.Millisecond)
+}
+
+// TestTryWrite: tryWrite takes packets while the socket has room, refuses
+// them once it is full, and finishes a packet the socket took in part
+// before any other write: the peer reads exactly the packets taken, whole
+// and in order, then what was written after.
+func TestTryWrite(t *testing.T) {
+	nc, peer := tcpPair(t)
+	_ = nc.(*net.TCPConn).SetWriteBuffer(4096)
+	_ = peer.(*net.TCPConn).SetReadBuffer(4096)
+	w := newConnWriter(nc)
+	var want []byte
+	refused := 0
+	for i := 0; refused < 3 && i < 10000; i++ {
+		pkt := []byte(strings.Repeat(string(rune('a'+i%26)), 500+i*733%2500))
+		if w.tryWrite(pkt) {
+			want = append(want, pkt...)
+			refused = 0
+		} else {
+			refused++
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if refused < 3 {
+		t.Fatal("tryWrite never found the socket full")
+	}
+	after := []byte("after")
+	wrote := make(chan error, 1)
+	go func() { _, err := w.Write(after); wrote <- err }()
+	want = append(want, after...)
+	got := make([]byte, len(want))
+	_ = peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(peer, got); err != nil {
+		t.Fatalf("read %d octets: %v", len(want), err)
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("the peer read %d octets that differ from the %d taken", len(got), len(want))
+	}
+	t.Logf("%d octets taken before the socket was full", len(want)-len(after))
 }

@@ -9,8 +9,11 @@
 // Ack sends the acknowledgement later. Unlike paho's manual-acknowledgement
 // mode this needs no per-connection ticker; unlike paho's in-memory state
 // it copies nothing and starts no goroutine per PUBLISH. The gateway's own
-// PUBLISHes, the hot path, are encoded and written by connState too; paho
-// connects, subscribes, reads and keeps the connection alive.
+// PUBLISHes, the hot path, are encoded and written by connState too, and
+// their acknowledgements are taken out of the read stream before paho
+// sees them (packetConn): a QoS 1/2 PUBLISH does not wait for its
+// acknowledgement, whose outcome reaches the gateway through a callback.
+// paho connects, subscribes, reads the rest and keeps the connection alive.
 package upstream
 
 import (
@@ -103,10 +106,11 @@ func (up *Upstream) Connect(ctx context.Context, p gateway.ConnectParams, h gate
 	if err != nil {
 		return nil, fmt.Errorf("upstream: dial %s: %w", up.address, err)
 	}
-	c := &conn{net: nc, handler: h, log: up.opts.Log, pinger: &timerPinger{raw: nc}}
-	c.state = &connState{ended: c.ended, raw: nc, ackTimeout: up.opts.AckTimeout}
+	w := newConnWriter(nc)
+	c := &conn{net: w, handler: h, log: up.opts.Log, pinger: &timerPinger{raw: w}}
+	c.state = &connState{ended: c.ended, raw: w, ackTimeout: up.opts.AckTimeout}
 	c.client = paho.NewClient(paho.ClientConfig{
-		Conn:               newPacketConn(nc, c.state.ackReceived),
+		Conn:               newPacketConn(w, c.state.ackReceived),
 		Session:            c.state,
 		PingHandler:        c.pinger,
 		OnPublishReceived:  []func(paho.PublishReceived) (bool, error){c.onPublish},
@@ -281,6 +285,15 @@ func (c *conn) Publish(ctx context.Context, m gateway.Message, done func(error))
 	err := c.state.publish(ctx, c.limits, m.Topic, m.Payload, m.QoS, m.Retain, done)
 	c.pinger.PacketSent()
 	return publishOutcome(m.Topic, 0, err)
+}
+
+// TryPublish forwards m if that needs no wait (see gateway.Conn).
+func (c *conn) TryPublish(m gateway.Message, done func(error)) bool {
+	if !c.state.tryPublish(c.limits, m.Topic, m.Payload, m.QoS, m.Retain, done) {
+		return false
+	}
+	c.pinger.PacketSent()
+	return true
 }
 
 // publishOutcome maps the end of a publication to what the gateway is told:
