@@ -323,9 +323,28 @@ var publishBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 256); retu
 // cost the worker a wake-up per message. The connection's single writer of
 // requests (the session's upstream worker) calls it one at a time.
 func (s *connState) publish(ctx context.Context, lim serverLimits, topic string, payload []byte, qos byte, retain bool, done func(error)) error {
+	_, err := s.send(ctx, lim, topic, payload, qos, retain, done, true)
+	return err
+}
+
+// tryPublish is publish without waiting: it sends the PUBLISH only if
+// that needs no wait, for room under the broker's Receive Maximum or in
+// the connection's send buffer, and reports whether it did (done is then
+// told the outcome as for publish). When it reports false nothing was
+// sent, and publish will tell why or wait.
+func (s *connState) tryPublish(lim serverLimits, topic string, payload []byte, qos byte, retain bool, done func(error)) bool {
+	sent, _ := s.send(context.Background(), lim, topic, payload, qos, retain, done, false)
+	return sent
+}
+
+// send is publish (wait) and tryPublish (not wait). sent reports that the
+// PUBLISH went out or, for QoS 1/2, that done has been or will be told its
+// outcome; err, when nothing was sent, why (nil when only waiting was
+// needed).
+func (s *connState) send(ctx context.Context, lim serverLimits, topic string, payload []byte, qos byte, retain bool, done func(error), wait bool) (sent bool, err error) {
 	bp, idAt, err := encodePublish(lim, topic, payload, qos, retain)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer releasePublish(bp)
 	b := *bp
@@ -334,28 +353,38 @@ func (s *connState) publish(ctx context.Context, lim serverLimits, topic string,
 		connected := s.connected
 		s.mu.Unlock()
 		if !connected {
-			return session.ErrNoConnection
+			return false, session.ErrNoConnection
 		}
-		_, err := s.raw.Write(b)
-		return err
+		return s.writeOut(b, wait)
 	}
-
-	id, err := s.takeOff(ctx, lim.receiveMax, topic, done, true)
+	id, err := s.takeOff(ctx, lim.receiveMax, topic, done, wait)
 	if err != nil {
-		return err
+		return false, err
 	}
 	b[idAt], b[idAt+1] = byte(id>>8), byte(id)
-	if _, err := s.raw.Write(b); err != nil {
-		s.mu.Lock()
-		_, flying := s.flights[id]
-		delete(s.flights, id)
-		s.mu.Unlock()
-		if !flying {
-			return nil // the connection ended meanwhile, and done was told
-		}
-		return err
+	if sent, err = s.writeOut(b, wait); sent {
+		return true, nil
 	}
-	return nil
+	s.mu.Lock()
+	_, flying := s.flights[id]
+	delete(s.flights, id)
+	s.mu.Unlock()
+	if !flying {
+		return true, nil // the connection ended meanwhile, and done was told
+	}
+	return false, err
+}
+
+// writeOut writes a whole packet: with wait, however long the socket
+// takes; without, only if it takes the packet at once.
+func (s *connState) writeOut(b []byte, wait bool) (bool, error) {
+	if !wait {
+		return s.raw.tryWrite(b), nil
+	}
+	if _, err := s.raw.Write(b); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // encodePublish checks a publication against the broker's limits and
@@ -415,39 +444,6 @@ func releasePublish(bp *[]byte) {
 	if cap(*bp) <= 64<<10 {
 		publishBuffers.Put(bp)
 	}
-}
-
-// tryPublish is publish without waiting: it sends the PUBLISH only if
-// that needs no wait, for room under the broker's Receive Maximum or in
-// the connection's send buffer, and reports whether it did (done is then
-// told the outcome as for publish). When it reports false nothing was
-// sent, and publish will tell why or wait.
-func (s *connState) tryPublish(lim serverLimits, topic string, payload []byte, qos byte, retain bool, done func(error)) bool {
-	bp, idAt, err := encodePublish(lim, topic, payload, qos, retain)
-	if err != nil {
-		return false
-	}
-	defer releasePublish(bp)
-	b := *bp
-	if qos == 0 {
-		s.mu.Lock()
-		connected := s.connected
-		s.mu.Unlock()
-		return connected && s.raw.tryWrite(b)
-	}
-	id, err := s.takeOff(nil, lim.receiveMax, topic, done, false)
-	if err != nil {
-		return false
-	}
-	b[idAt], b[idAt+1] = byte(id>>8), byte(id)
-	if s.raw.tryWrite(b) {
-		return true
-	}
-	s.mu.Lock()
-	_, flying := s.flights[id]
-	delete(s.flights, id)
-	s.mu.Unlock()
-	return !flying // the connection ended meanwhile, and done was told
 }
 
 // takeOff waits until fewer than max PUBLISHes are unacknowledged (or,
