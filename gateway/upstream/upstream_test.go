@@ -132,6 +132,64 @@ func TestPublish(t *testing.T) {
 	})
 }
 
+// TestPublishPipelined publishes QoS 1 and QoS 0 messages without waiting
+// for acknowledgements, as the gateway does — TryPublish, and Publish when
+// that would have to wait — far beyond the broker's Receive Maximum
+// (mosquitto's is 20): the broker receives them in the order published,
+// and every QoS 1 outcome is told once, accepted.
+func TestPublishPipelined(t *testing.T) {
+	testbroker.ForEach(t, func(t *testing.T, url string) {
+		obs := testbroker.NewObserver(t, url, "observer")
+		obs.Subscribe("pipe/#", 1)
+		up := newUpstream(t, upstream.Options{URL: url})
+		c := connect(t, up, gateway.ConnectParams{ClientID: "pipe", CleanStart: true}, newRecorder(t))
+
+		const n = 400
+		outcomes := make(chan error, n)
+		done := func(err error) { outcomes <- err }
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		qos1, waited := 0, 0
+		for i := range n {
+			m := gateway.Message{Topic: "pipe/x", Payload: []byte(fmt.Sprint(i)), QoS: byte(1 - i%3/2)}
+			d := done
+			if m.QoS == 0 {
+				d = nil
+			} else {
+				qos1++
+			}
+			if c.TryPublish(m, d) {
+				continue
+			}
+			waited++
+			if err := c.Publish(ctx, m, d); err != nil {
+				t.Fatalf("message %d: %v", i, err)
+			}
+		}
+		for i := range qos1 {
+			select {
+			case err := <-outcomes:
+				if err != nil {
+					t.Fatalf("QoS 1 outcome %d: %v", i, err)
+				}
+			case <-ctx.Done():
+				t.Fatalf("%d of %d QoS 1 outcomes told", i, qos1)
+			}
+		}
+		for i := range n {
+			if got := obs.Expect(wait); string(got.Payload) != fmt.Sprint(i) {
+				t.Fatalf("message %d: the broker received %q", i, got.Payload)
+			}
+		}
+		select {
+		case err := <-outcomes:
+			t.Errorf("an outcome told twice: %v", err)
+		default:
+		}
+		t.Logf("%d messages (%d QoS 1): %d had to wait", n, qos1, waited)
+	})
+}
+
 // TestSubscribeAndDeliver subscribes at each QoS, gets the granted QoS, and
 // receives retained and live messages through Deliver with their fields.
 func TestSubscribeAndDeliver(t *testing.T) {
