@@ -40,9 +40,9 @@
 // The session loop never blocks on the network: UDP writes do not wait,
 // broker requests run on the worker, and the PUBLISHes the session writes
 // itself are written only if the socket takes them at once (the rest of a
-// packet it took in part is finished by a goroutine of the connection).
-// One exception remains: acknowledging a broker message (Delivery.Ack)
-// writes to the broker's socket and can wait on it. The gateway's maps (by address, by
+// packet it took in part is finished by a goroutine of the connection), as
+// are the acknowledgements of broker messages (Delivery.Ack): those the
+// socket does not take at once are written in order by a goroutine. The gateway's maps (by address, by
 // ClientId) are guarded by one mutex held only for lookups and updates.
 //
 // # End-to-end acknowledgement

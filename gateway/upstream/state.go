@@ -40,6 +40,8 @@ type connState struct {
 	expiry     *time.Timer                             // fails flights older than ackTimeout (see expire)
 	expiryLive bool                                    // expiry is armed
 	pubrecSet  map[uint16]struct{}                     // broker QoS 2 messages we sent PUBREC for, awaiting PUBREL
+	backlog    []byte                                  // acknowledgements waiting for the socket, in order (see write)
+	flushing   bool                                    // a goroutine writes the backlog
 }
 
 // flight is one of our QoS 1/2 PUBLISHes awaiting the broker's answer.
@@ -167,12 +169,46 @@ func deliver(ch chan<- packets.ControlPacket, cp packets.ControlPacket) {
 	}
 }
 
-// write sends an acknowledgement, a whole packet in one write on the
-// network connection; s.mu is held. A failed write surfaces as the
+// write sends an acknowledgement, a whole packet, without waiting: at
+// once when the socket takes it and no earlier one waits, else after
+// those, written in order by a goroutine (MQTT wants acknowledgements in
+// the order of what they answer), so that neither the session (Delivery's
+// Ack) nor the reader ever waits on the socket. The backlog is bounded by
+// the messages in flight. s.mu is held. A failed write surfaces as the
 // connection's loss on paho's reader.
 func (s *connState) write(b []byte) {
-	if s.connected {
-		_, _ = s.raw.Write(b)
+	if !s.connected {
+		return
+	}
+	if !s.flushing && s.raw.tryWrite(b) {
+		return
+	}
+	s.backlog = append(s.backlog, b...)
+	if !s.flushing {
+		s.flushing = true
+		go s.flush()
+	}
+}
+
+// flush writes the acknowledgements that could not be written at once,
+// in order, until none are left.
+func (s *connState) flush() {
+	for {
+		s.mu.Lock()
+		b := s.backlog
+		s.backlog = nil
+		if len(b) == 0 || !s.connected {
+			s.flushing = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		if _, err := s.raw.Write(b); err != nil {
+			s.mu.Lock()
+			s.flushing, s.backlog = false, nil
+			s.mu.Unlock()
+			return
+		}
 	}
 }
 

@@ -262,3 +262,51 @@ func TestTryWrite(t *testing.T) {
 	}
 	t.Logf("%d octets taken before the socket was full", len(want)-len(after))
 }
+
+// TestAckNeverWaits: acknowledgements written while the socket is full
+// (the broker stopped reading) return at once, and reach the broker in
+// order, after what was written before, once it reads again.
+func TestAckNeverWaits(t *testing.T) {
+	s, peer := testState(t, time.Minute)
+	_ = s.raw.Conn.(*net.TCPConn).SetWriteBuffer(4096)
+	_ = peer.(*net.TCPConn).SetReadBuffer(4096)
+	var want []byte
+	filler := bytes.Repeat([]byte{0}, 1000) // not MQTT: the test reads octets
+	// Full: nothing taken for 100 ms (the peer's window has closed).
+	for refused := 0; refused < 100; {
+		if s.raw.tryWrite(filler) {
+			want = append(want, filler...)
+			refused = 0
+		} else {
+			refused++
+			time.Sleep(time.Millisecond)
+		}
+	}
+	acked := make(chan struct{})
+	go func() {
+		defer close(acked)
+		for id := range uint16(50) {
+			s.ack(1+byte(id%2), id+1) // PUBACK and PUBREC alternately
+		}
+	}()
+	select {
+	case <-acked:
+	case <-time.After(5 * time.Second):
+		t.Fatal("acknowledging waited on the full socket")
+	}
+	for id := range uint16(50) {
+		kind := byte(packets.PUBACK)
+		if id%2 == 1 {
+			kind = packets.PUBREC
+		}
+		want = append(want, ackPacket(kind, id+1)...)
+	}
+	got := make([]byte, len(want))
+	_ = peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(peer, got); err != nil {
+		t.Fatalf("read %d octets: %v", len(want), err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("the broker read the acknowledgements out of order or damaged")
+	}
+}
