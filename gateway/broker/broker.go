@@ -20,8 +20,8 @@ import (
 // pendingWrites bounds the QoS 0 messages mochi queues for one client's
 // socket; beyond it, QoS 0 messages to that client are dropped and
 // counted. (QoS 1/2 are always queued, bounded by the client's Receive
-// Maximum: see third_party/mochi-mqtt-server/README.md.) An empty queue
-// costs nothing.
+// Maximum, which the gateway's connections send: see
+// third_party/mochi-mqtt-server/README.md.) An empty queue costs nothing.
 const pendingWrites = 1024
 
 // readBuffer is the size of mochi's buffered reader on each client socket

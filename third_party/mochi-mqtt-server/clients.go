@@ -196,7 +196,8 @@ func newClient(c net.Conn, o *ops) *Client {
 // per idle client, and a QoS 1/2 packet dropped when the channel was
 // full.) A writer goroutine runs only while packets are queued. QoS 0
 // packets are refused beyond MaximumClientWritesPending; QoS 1/2 packets
-// are always taken, bounded by the client's Receive Maximum instead.
+// are always taken, bounded by the client's Receive Maximum (or, when it
+// sent none, MaximumInflight) instead.
 type outQueue struct {
 	mu      sync.Mutex
 	items   []*packets.Packet
@@ -211,6 +212,14 @@ func (q *outQueue) push(cl *Client, pk *packets.Packet) bool {
 	defer q.mu.Unlock()
 	if pk.FixedHeader.Qos == 0 && len(q.items)-q.head >= int(cl.ops.options.Capabilities.MaximumClientWritesPending) {
 		return false
+	}
+	if q.head > 0 && len(q.items) == cap(q.items) {
+		// Full at the back with room at the front: move the pending
+		// packets down rather than grow, so that a queue that never quite
+		// empties does not grow for ever.
+		n := copy(q.items, q.items[q.head:])
+		clear(q.items[n:])
+		q.items, q.head = q.items[:n], 0
 	}
 	q.items = append(q.items, pk)
 	atomic.AddInt32(&cl.State.outboundQty, 1)
