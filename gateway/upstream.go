@@ -70,6 +70,8 @@ type Conn interface {
 	Unsubscribe(ctx context.Context, filter string) error
 	// Disconnect ends the connection with an MQTT DISCONNECT: the broker
 	// discards the Will; with endSession it discards the session as well.
+	// It first waits, for a bounded time, for the outcomes of the QoS 1/2
+	// messages in flight.
 	Disconnect(endSession bool)
 	// Drop closes the network connection without DISCONNECT, so the broker
 	// publishes the Will (the client was lost, A8).

@@ -3,7 +3,6 @@ package upstream
 import (
 	"bufio"
 	"errors"
-	"io"
 	"net"
 	"sync"
 
@@ -106,23 +105,15 @@ func (c *packetConn) nextPacket() error {
 }
 
 // readAck reads an acknowledgement of total octets, its variable header at
-// offset start, and hands it to acks.
+// offset start, and hands it to acks. Only the identifier and the reason
+// code are needed: properties (a reason string, however long) are
+// skipped, never held.
 func (c *packetConn) readAck(kind byte, start, total int) error {
-	var pkt []byte
-	if total <= c.r.Size() {
-		b, err := c.r.Peek(total)
-		if err != nil {
-			return err
-		}
-		pkt = b
-	} else { // long properties (a reason string): rare, read into a buffer of its own
-		pkt = make([]byte, total)
-		if _, err := io.ReadFull(c.r, pkt); err != nil {
-			return err
-		}
-		total = 0 // read already
+	b, err := c.r.Peek(min(total, start+3))
+	if err != nil {
+		return err
 	}
-	body := pkt[start:]
+	body := b[start:]
 	id, rc := uint16(body[0])<<8|uint16(body[1]), byte(0)
 	if len(body) > 2 {
 		rc = body[2]

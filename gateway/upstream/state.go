@@ -36,7 +36,7 @@ type connState struct {
 	lastID     uint16
 	requests   map[uint16]chan<- packets.ControlPacket // paho's requests (SUBSCRIBE, UNSUBSCRIBE) awaiting their acknowledgement: where it goes
 	flights    map[uint16]flight                       // our QoS 1/2 PUBLISHes awaiting their acknowledgement
-	room       chan struct{}                           // signalled when a flight ends (see waitRoom)
+	room       chan struct{}                           // signalled when a flight ends (see takeOff, drain)
 	expiry     *time.Timer                             // fails flights older than ackTimeout (see expire)
 	expiryLive bool                                    // expiry is armed
 	pubrecSet  map[uint16]struct{}                     // broker QoS 2 messages we sent PUBREC for, awaiting PUBREL
@@ -48,7 +48,7 @@ type connState struct {
 type flight struct {
 	topic string
 	sent  time.Time
-	done  func(error) // told the outcome, once
+	done  func(error) // told the outcome, once; nil once told of a timeout
 }
 
 var _ session.SessionManager = (*connState)(nil)
@@ -100,7 +100,9 @@ func (s *connState) end() {
 	s.signalRoom()
 	s.mu.Unlock()
 	for _, f := range ended {
-		f.done(publishOutcome(f.topic, 0, errEndedBeforeAck))
+		if f.done != nil {
+			f.done(publishOutcome(f.topic, 0, errEndedBeforeAck))
+		}
 	}
 }
 
@@ -207,6 +209,7 @@ func (s *connState) flush() {
 			s.mu.Lock()
 			s.flushing, s.backlog = false, nil
 			s.mu.Unlock()
+			_ = s.raw.Close() // paho's reader reports the loss at once
 			return
 		}
 	}
@@ -270,7 +273,7 @@ func (s *connState) ackReceived(kind byte, id uint16, rc byte) {
 		s.signalRoom()
 	}
 	s.mu.Unlock()
-	if ok {
+	if ok && f.done != nil {
 		f.done(publishOutcome(f.topic, rc, nil))
 	}
 }
@@ -356,8 +359,9 @@ var publishBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 256); retu
 // builds each PUBLISH out of a dozen allocations, two contexts and a
 // writev of four pieces, which at tens of thousands of messages a second
 // was a third of the gateway's CPU; and waiting for the acknowledgement
-// cost the worker a wake-up per message. The connection's single writer of
-// requests (the session's upstream worker) calls it one at a time.
+// cost the worker a wake-up per message. publish and tryPublish are called
+// one at a time: by the session's upstream worker, or by the session while
+// the worker waits with nothing to do.
 func (s *connState) publish(ctx context.Context, lim serverLimits, topic string, payload []byte, qos byte, retain bool, done func(error)) error {
 	_, err := s.send(ctx, lim, topic, payload, qos, retain, done, true)
 	return err
@@ -369,14 +373,16 @@ func (s *connState) publish(ctx context.Context, lim serverLimits, topic string,
 // told the outcome as for publish). When it reports false nothing was
 // sent, and publish will tell why or wait.
 func (s *connState) tryPublish(lim serverLimits, topic string, payload []byte, qos byte, retain bool, done func(error)) bool {
+	if s.raw.raw == nil {
+		return false // TLS: every write may wait
+	}
 	sent, _ := s.send(context.Background(), lim, topic, payload, qos, retain, done, false)
 	return sent
 }
 
 // send is publish (wait) and tryPublish (not wait). sent reports that the
-// PUBLISH went out or, for QoS 1/2, that done has been or will be told its
-// outcome; err, when nothing was sent, why (nil when only waiting was
-// needed).
+// PUBLISH went out: for QoS 1/2, done has been or will be told its
+// outcome. When nothing was sent, err says why.
 func (s *connState) send(ctx context.Context, lim serverLimits, topic string, payload []byte, qos byte, retain bool, done func(error), wait bool) (sent bool, err error) {
 	bp, idAt, err := encodePublish(lim, topic, payload, qos, retain)
 	if err != nil {
@@ -402,11 +408,14 @@ func (s *connState) send(ctx context.Context, lim serverLimits, topic string, pa
 		return true, nil
 	}
 	s.mu.Lock()
-	_, flying := s.flights[id]
-	delete(s.flights, id)
+	f, flying := s.flights[id]
+	told := !flying || f.done == nil // the connection ended, or the wait timed out, meanwhile
+	if !told {
+		delete(s.flights, id)
+	}
 	s.mu.Unlock()
-	if !flying {
-		return true, nil // the connection ended meanwhile, and done was told
+	if told {
+		return true, nil
 	}
 	return false, err
 }
@@ -539,18 +548,26 @@ func (s *connState) signalRoom() {
 	}
 }
 
-// expire fails the flights that have waited ackTimeout for an answer. The
-// timer is not re-armed per PUBLISH: it runs while flights exist, and each
-// time it fires it is set for the oldest one left.
+// expire tells the flights that have waited ackTimeout for an answer that
+// they failed. Their identifiers and their places under the broker's
+// Receive Maximum stay taken until the broker answers or the connection
+// ends: the broker may still hold the PUBLISH, and a reused identifier
+// would take its late acknowledgement for another's. The timer is not
+// re-armed per PUBLISH: it runs while untold flights exist, and each time
+// it fires it is set for the oldest one left.
 func (s *connState) expire() {
 	var late []flight
 	s.mu.Lock()
 	now := time.Now()
 	var oldest time.Time
 	for id, f := range s.flights {
+		if f.done == nil {
+			continue // told already
+		}
 		if now.Sub(f.sent) >= s.ackTimeout {
 			late = append(late, f)
-			delete(s.flights, id)
+			f.done = nil
+			s.flights[id] = f
 			continue
 		}
 		if oldest.IsZero() || f.sent.Before(oldest) {
@@ -562,11 +579,45 @@ func (s *connState) expire() {
 	} else {
 		s.expiry.Reset(s.ackTimeout - now.Sub(oldest))
 	}
-	if len(late) > 0 {
-		s.signalRoom()
-	}
 	s.mu.Unlock()
 	for _, f := range late {
 		f.done(publishOutcome(f.topic, 0, fmt.Errorf("no acknowledgement from the broker within %v", s.ackTimeout)))
+	}
+}
+
+// drain waits, at most d, until no PUBLISH awaits its outcome, so that a
+// DISCONNECT written next does not cut short exchanges the broker has
+// taken.
+func (s *connState) drain(d time.Duration) {
+	deadline := time.Now().Add(d)
+	for {
+		s.mu.Lock()
+		waiting := false
+		for _, f := range s.flights {
+			if f.done != nil {
+				waiting = true
+				break
+			}
+		}
+		if !waiting || !s.connected {
+			s.mu.Unlock()
+			return
+		}
+		if s.room == nil {
+			s.room = make(chan struct{}, 1)
+		}
+		room := s.room
+		s.mu.Unlock()
+		left := time.Until(deadline)
+		if left <= 0 {
+			return
+		}
+		t := time.NewTimer(left)
+		select {
+		case <-room:
+			t.Stop()
+		case <-t.C:
+			return
+		}
 	}
 }

@@ -167,6 +167,68 @@ func TestPublishFlights(t *testing.T) {
 		}
 	})
 
+	t.Run("timed out keeps its place", func(t *testing.T) {
+		// The broker may still hold a PUBLISH it has not answered: its
+		// identifier and its place under the Receive Maximum stay taken
+		// until it answers, and its late answer ends nothing else.
+		s, peer := testState(t, 100*time.Millisecond)
+		lim1 := serverLimits{receiveMax: 1, maxQoS: 2, retain: true}
+		out := make(outcomes, 2)
+		if err := s.publish(ctx, lim1, "t", []byte("1"), 1, false, out.done); err != nil {
+			t.Fatal(err)
+		}
+		first := readPacket(t, peer).Content.(*packets.Publish)
+		if err := out.next(t); err == nil {
+			t.Fatal("unanswered PUBLISH: nil outcome, want a timeout")
+		}
+		if s.tryPublish(lim1, "t", []byte("2"), 1, false, out.done) {
+			t.Fatal("a PUBLISH went out while the timed-out one still holds the Receive Maximum of 1")
+		}
+		s.ackReceived(packets.PUBACK, first.PacketID, 0) // late: frees the place, tells nothing
+		out.none(t, 50*time.Millisecond)
+		if !s.tryPublish(lim1, "t", []byte("2"), 1, false, out.done) {
+			t.Fatal("no PUBLISH after the late acknowledgement freed the place")
+		}
+		second := readPacket(t, peer).Content.(*packets.Publish)
+		s.ackReceived(packets.PUBACK, second.PacketID, 0)
+		if err := out.next(t); err != nil {
+			t.Errorf("second PUBLISH: outcome %v", err)
+		}
+	})
+
+	t.Run("drain before DISCONNECT", func(t *testing.T) {
+		s, peer := testState(t, time.Minute)
+		out := make(outcomes, 1)
+		if err := s.publish(ctx, lim2, "t", nil, 1, false, out.done); err != nil {
+			t.Fatal(err)
+		}
+		p := readPacket(t, peer).Content.(*packets.Publish)
+		drained := make(chan struct{})
+		go func() { s.drain(5 * time.Second); close(drained) }()
+		select {
+		case <-drained:
+			t.Fatal("drain returned with a PUBLISH in flight")
+		case <-time.After(100 * time.Millisecond):
+		}
+		s.ackReceived(packets.PUBACK, p.PacketID, 0)
+		select {
+		case <-drained:
+		case <-time.After(5 * time.Second):
+			t.Fatal("drain did not return once the PUBLISH was acknowledged")
+		}
+		if err := out.next(t); err != nil {
+			t.Errorf("outcome %v", err)
+		}
+		start := time.Now()
+		if err := s.publish(ctx, lim2, "t", nil, 1, false, out.done); err != nil {
+			t.Fatal(err)
+		}
+		s.drain(200 * time.Millisecond) // never answered: drain gives up
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("drain of an unanswered PUBLISH took %v, bound 200ms", d)
+		}
+	})
+
 	t.Run("connection ends", func(t *testing.T) {
 		s, peer := testState(t, time.Minute)
 		out := make(outcomes, 2)

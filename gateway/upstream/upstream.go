@@ -110,7 +110,7 @@ func (up *Upstream) Connect(ctx context.Context, p gateway.ConnectParams, h gate
 	c := &conn{net: w, handler: h, log: up.opts.Log, pinger: &timerPinger{raw: w}}
 	c.state = &connState{ended: c.ended, raw: w, ackTimeout: up.opts.AckTimeout}
 	c.client = paho.NewClient(paho.ClientConfig{
-		Conn:               newPacketConn(w, c.state.ackReceived),
+		Conn:               newPacketConn(w, c.ackReceived),
 		Session:            c.state,
 		PingHandler:        c.pinger,
 		OnPublishReceived:  []func(paho.PublishReceived) (bool, error){c.onPublish},
@@ -287,6 +287,14 @@ func (c *conn) Publish(ctx context.Context, m gateway.Message, done func(error))
 	return publishOutcome(m.Topic, 0, err)
 }
 
+// ackReceived hands an acknowledgement taken out of the read stream to
+// the session state, and tells the pinger a packet came (paho, which
+// would, does not see it).
+func (c *conn) ackReceived(kind byte, id uint16, rc byte) {
+	c.state.ackReceived(kind, id, rc)
+	c.pinger.PacketReceived()
+}
+
 // TryPublish forwards m if that needs no wait (see gateway.Conn).
 func (c *conn) TryPublish(m gateway.Message, done func(error)) bool {
 	if !c.state.tryPublish(c.limits, m.Topic, m.Payload, m.QoS, m.Retain, done) {
@@ -338,8 +346,11 @@ func (c *conn) Unsubscribe(ctx context.Context, filter string) error {
 	return nil
 }
 
-// Disconnect sends DISCONNECT (the broker discards the Will) and closes.
+// Disconnect sends DISCONNECT (the broker discards the Will) and closes,
+// once the PUBLISHes in flight have their outcome (waiting at most the
+// acknowledgement timeout).
 func (c *conn) Disconnect(endSession bool) {
+	c.state.drain(c.state.ackTimeout)
 	c.closing.Store(true)
 	d := &paho.Disconnect{ReasonCode: 0}
 	if endSession {

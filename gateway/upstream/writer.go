@@ -38,8 +38,8 @@ func (w *connWriter) Write(b []byte) (int, error) {
 // and room in the socket's send buffer for at least part of it. It
 // reports whether b was taken. The rest of a packet the socket took only
 // in part is written by a goroutine of its own, which holds the mutex
-// until it is done, so that nothing comes between; a failure there is
-// the connection's loss, which its reader reports.
+// until it is done, so that nothing comes between; a failure there closes
+// the connection, whose reader reports the loss.
 func (w *connWriter) tryWrite(b []byte) bool {
 	if w.raw == nil || !w.mu.TryLock() {
 		return false
@@ -56,7 +56,9 @@ func (w *connWriter) tryWrite(b []byte) bool {
 	rest := append([]byte(nil), b[n:]...)
 	go func() {
 		defer w.mu.Unlock()
-		_, _ = w.Conn.Write(rest)
+		if _, err := w.Conn.Write(rest); err != nil {
+			_ = w.Conn.Close() // the stream is cut: let the reader report the loss
+		}
 	}()
 	return true
 }
