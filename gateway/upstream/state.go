@@ -109,6 +109,10 @@ func (s *connState) end() {
 // errNoRoom: the broker's Receive Maximum of PUBLISHes are unacknowledged.
 var errNoRoom = errors.New("the broker's Receive Maximum of PUBLISHes are unacknowledged")
 
+// errUnanswered refuses a PUBLISH while every place under the broker's
+// Receive Maximum is held by one it never acknowledged.
+var errUnanswered = errors.New("the broker's Receive Maximum is held by PUBLISHes it has not acknowledged within the timeout")
+
 // errEndedBeforeAck fails the PUBLISHes in flight when the connection ends.
 var errEndedBeforeAck = errors.New("connection ended before the broker acknowledged the PUBLISH")
 
@@ -201,6 +205,7 @@ func (s *connState) flush() {
 		s.backlog = nil
 		if len(b) == 0 || !s.connected {
 			s.flushing = false
+			s.signalRoom() // drain looks again
 			s.mu.Unlock()
 			return
 		}
@@ -407,15 +412,16 @@ func (s *connState) send(ctx context.Context, lim serverLimits, topic string, pa
 	if sent, err = s.writeOut(b, wait); sent {
 		return true, nil
 	}
+	// Not written: the broker will never answer this identifier.
 	s.mu.Lock()
 	f, flying := s.flights[id]
-	told := !flying || f.done == nil // the connection ended, or the wait timed out, meanwhile
-	if !told {
+	if flying {
 		delete(s.flights, id)
+		s.signalRoom()
 	}
 	s.mu.Unlock()
-	if told {
-		return true, nil
+	if !flying || f.done == nil {
+		return true, nil // the connection ended, or the timeout was told, meanwhile: done knows
 	}
 	return false, err
 }
@@ -508,6 +514,12 @@ func (s *connState) takeOff(ctx context.Context, max uint16, topic string, done 
 			s.mu.Unlock()
 			return 0, errNoRoom
 		}
+		if s.allTold() {
+			// Every place is held by a PUBLISH the broker left unanswered
+			// past the timeout: waiting might never end.
+			s.mu.Unlock()
+			return 0, errUnanswered
+		}
 		if s.room == nil {
 			s.room = make(chan struct{}, 1)
 		}
@@ -579,27 +591,25 @@ func (s *connState) expire() {
 	} else {
 		s.expiry.Reset(s.ackTimeout - now.Sub(oldest))
 	}
+	if len(late) > 0 {
+		s.signalRoom() // takeOff and drain look again
+	}
 	s.mu.Unlock()
 	for _, f := range late {
 		f.done(publishOutcome(f.topic, 0, fmt.Errorf("no acknowledgement from the broker within %v", s.ackTimeout)))
 	}
 }
 
-// drain waits, at most d, until no PUBLISH awaits its outcome, so that a
-// DISCONNECT written next does not cut short exchanges the broker has
-// taken.
+// drain waits, at most d, until no PUBLISH awaits its outcome and no
+// acknowledgement waits in the backlog, so that a DISCONNECT written next
+// cuts short no exchange the broker has taken and follows every
+// acknowledgement.
 func (s *connState) drain(d time.Duration) {
 	deadline := time.Now().Add(d)
 	for {
 		s.mu.Lock()
-		waiting := false
-		for _, f := range s.flights {
-			if f.done != nil {
-				waiting = true
-				break
-			}
-		}
-		if !waiting || !s.connected {
+		busy := s.flushing || len(s.backlog) > 0 || !s.allTold()
+		if !busy || !s.connected {
 			s.mu.Unlock()
 			return
 		}
@@ -620,4 +630,15 @@ func (s *connState) drain(d time.Duration) {
 			return
 		}
 	}
+}
+
+// allTold reports whether every flight has been told its outcome (those
+// left wait only for the broker's late answer); s.mu is held.
+func (s *connState) allTold() bool {
+	for _, f := range s.flights {
+		if f.done != nil {
+			return false
+		}
+	}
+	return true
 }

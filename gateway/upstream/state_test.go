@@ -184,6 +184,18 @@ func TestPublishFlights(t *testing.T) {
 		if s.tryPublish(lim1, "t", []byte("2"), 1, false, out.done) {
 			t.Fatal("a PUBLISH went out while the timed-out one still holds the Receive Maximum of 1")
 		}
+		// Waiting for a place only timed-out PUBLISHes hold might never
+		// end: publish refuses at once.
+		waited := make(chan error, 1)
+		go func() { waited <- s.publish(ctx, lim1, "t", []byte("2"), 1, false, out.done) }()
+		select {
+		case err := <-waited:
+			if !errors.Is(err, errUnanswered) {
+				t.Fatalf("publish with every place held by unanswered PUBLISHes: %v, want %v", err, errUnanswered)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("publish waited for a place only unanswered PUBLISHes hold")
+		}
 		s.ackReceived(packets.PUBACK, first.PacketID, 0) // late: frees the place, tells nothing
 		out.none(t, 50*time.Millisecond)
 		if !s.tryPublish(lim1, "t", []byte("2"), 1, false, out.done) {
@@ -226,6 +238,23 @@ func TestPublishFlights(t *testing.T) {
 		s.drain(200 * time.Millisecond) // never answered: drain gives up
 		if d := time.Since(start); d > 2*time.Second {
 			t.Errorf("drain of an unanswered PUBLISH took %v, bound 200ms", d)
+		}
+	})
+
+	t.Run("drain waits for acknowledgements", func(t *testing.T) {
+		// An acknowledgement that could not be written at once (another
+		// write in progress) goes out before a DISCONNECT written after
+		// drain.
+		s, peer := testState(t, time.Minute)
+		s.raw.mu.Lock() // a write in progress
+		s.ack(2, 7)
+		s.raw.mu.Unlock()
+		s.drain(5 * time.Second)
+		if _, err := s.raw.Write([]byte{packets.DISCONNECT << 4, 0}); err != nil {
+			t.Fatal(err)
+		}
+		if rec, ok := readPacket(t, peer).Content.(*packets.Pubrec); !ok || rec.PacketID != 7 {
+			t.Fatalf("the broker read %#v first, want PUBREC 7 before the DISCONNECT", rec)
 		}
 	})
 

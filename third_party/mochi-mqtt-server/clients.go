@@ -213,10 +213,11 @@ func (q *outQueue) push(cl *Client, pk *packets.Packet) bool {
 	if pk.FixedHeader.Qos == 0 && len(q.items)-q.head >= int(cl.ops.options.Capabilities.MaximumClientWritesPending) {
 		return false
 	}
-	if q.head > 0 && len(q.items) == cap(q.items) {
-		// Full at the back with room at the front: move the pending
-		// packets down rather than grow, so that a queue that never quite
-		// empties does not grow for ever.
+	if q.head > 0 && q.head*2 >= len(q.items) && len(q.items) == cap(q.items) {
+		// Full at the back and at least half free at the front: move the
+		// pending packets down rather than grow, so that a queue that
+		// never quite empties does not grow for ever (and each packet is
+		// moved a bounded number of times).
 		n := copy(q.items, q.items[q.head:])
 		clear(q.items[n:])
 		q.items, q.head = q.items[:n], 0
