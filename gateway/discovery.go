@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
+	"net"
 	"time"
 
 	"github.com/sensorgate/mqttsn-gateway/mqttsn"
@@ -24,6 +26,9 @@ func (g *Gateway) Advertise(ctx context.Context, send func([]byte) error, interv
 	defer t.Stop()
 	for {
 		if err := send(b); err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return // shutting down: the listener closed under it
+			}
 			g.log.Warn().Err(err).Msg("ADVERTISE not sent")
 		} else {
 			g.stats.advertisements.Add(1)

@@ -1,7 +1,9 @@
 package gateway_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -9,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/net/ipv4"
 
 	"github.com/sensorgate/mqttsn-gateway/gateway"
@@ -123,4 +126,36 @@ func TestSearchGWMulticastReply(t *testing.T) {
 	if st := g.Stats(); st.Searches != 3 {
 		t.Fatalf("stats %+v", st)
 	}
+}
+
+// An ADVERTISE sender closed under the advertiser (the gateway shutting
+// down) ends it quietly: no warning, no further attempt.
+func TestAdvertiseEndsWhenSenderCloses(t *testing.T) {
+	var logs bytes.Buffer
+	g, err := gateway.New(gateway.Config{}, noUpstream{}, zerolog.New(&logs).Level(zerolog.WarnLevel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := transport.DialMulticast(netip.MustParseAddrPort("225.1.1.1:1884"), netip.MustParseAddr("127.0.0.1"), 1)
+	if err != nil {
+		t.Skipf("no multicast socket here: %v", err)
+	}
+	_ = m.Close()
+	done := make(chan struct{})
+	go func() { defer close(done); g.Advertise(context.Background(), m.Send, time.Hour) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the advertiser went on after its sender closed")
+	}
+	if logs.Len() > 0 {
+		t.Errorf("logged: %s", logs.String())
+	}
+}
+
+// noUpstream is an Upstream for tests that never connect.
+type noUpstream struct{}
+
+func (noUpstream) Connect(context.Context, gateway.ConnectParams, gateway.ConnHandler) (gateway.Conn, error) {
+	return nil, errors.New("no upstream in this test")
 }
