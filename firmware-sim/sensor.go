@@ -146,6 +146,25 @@ func (r *refusal) refused(now time.Time, rc mqttsn.ReturnCode, g *Group) {
 	r.wait = min(2*r.wait, max(g.ReconnectMax, g.RetryInterval))
 }
 
+// answered ends the REGISTER or SUBSCRIBE exchange (kind) that an answer
+// with msgID and rc closes, and reports whether the gateway accepted the
+// request. An answer to no such exchange is counted as unexpected; a
+// refusal is counted and recorded in ref for the retry.
+func (s *sensor) answered(now time.Time, kind opKind, msgID uint16, rc mqttsn.ReturnCode, ref *refusal) bool {
+	if s.ctl.kind != kind || msgID != s.ctl.msgID {
+		s.env.fleet.unexpected.Add(1)
+		return false
+	}
+	s.ctl = ctlOp{}
+	if rc != mqttsn.Accepted {
+		s.up.rejected.Add(1)
+		ref.refused(now, rc, s.g)
+		return false
+	}
+	*ref = refusal{}
+	return true
+}
+
 // ready reports whether the request may go out at now.
 func (r *refusal) ready(now time.Time) bool { return !r.gaveUp && !now.Before(r.at) }
 
@@ -923,31 +942,15 @@ func (s *sensor) handle(now time.Time, m mqttsn.Message) {
 	case *mqttsn.ConnAck:
 		s.onConnAck(now, m)
 	case *mqttsn.RegAck:
-		if s.ctl.kind != opRegister || m.MsgID != s.ctl.msgID {
-			s.env.fleet.unexpected.Add(1)
-			return
-		}
-		s.ctl = ctlOp{}
-		if m.ReturnCode != mqttsn.Accepted {
-			s.up.rejected.Add(1)
-			s.regRef.refused(now, m.ReturnCode, s.g)
+		if !s.answered(now, opRegister, m.MsgID, m.ReturnCode, &s.regRef) {
 			break
 		}
-		s.regRef = refusal{}
 		s.topicID, s.topicOK = m.TopicID, true
 		s.resendWaiting(now)
 	case *mqttsn.SubAck:
-		if s.ctl.kind != opSubscribe || m.MsgID != s.ctl.msgID {
-			s.env.fleet.unexpected.Add(1)
-			return
-		}
-		s.ctl = ctlOp{}
-		if m.ReturnCode != mqttsn.Accepted {
-			s.up.rejected.Add(1)
-			s.subRef.refused(now, m.ReturnCode, s.g)
+		if !s.answered(now, opSubscribe, m.MsgID, m.ReturnCode, &s.subRef) {
 			break
 		}
-		s.subRef = refusal{}
 		s.cmdOK = true
 		switch s.g.CommandTopicType {
 		case TopicRegistered:

@@ -157,9 +157,7 @@ func TestSensorSleepCycle(t *testing.T) {
 	g.Sleep, g.CommandTopic, g.CommandQoS = 5*time.Second, "c/{id}", mqttsn.QoS1
 	s, l, e := newTestSensor(t, g)
 	now := time.Now()
-	s.start(now, now)
-	one[*mqttsn.Connect](t, l)
-	s.handle(now, &mqttsn.ConnAck{})
+	connectAccepted(t, s, l, now)
 	sub := one[*mqttsn.Subscribe](t, l)
 	if sub.TopicName != "c/x-1" || sub.QoS != mqttsn.QoS1 {
 		t.Fatalf("SUBSCRIBE %+v", sub)
@@ -344,13 +342,19 @@ func TestReadLoopMalformed(t *testing.T) {
 	}
 }
 
-// connectActive takes a sensor of testGroup from start to active: CONNECT,
-// CONNACK, REGISTER (topic id 5) when it has a registered topic.
-func connectActive(t *testing.T, s *sensor, l *fakeLink, now time.Time) {
+// connectAccepted starts a sensor and accepts its CONNECT.
+func connectAccepted(t *testing.T, s *sensor, l *fakeLink, now time.Time) {
 	t.Helper()
 	s.start(now, now)
 	one[*mqttsn.Connect](t, l)
 	s.handle(now, &mqttsn.ConnAck{})
+}
+
+// connectActive takes a sensor of testGroup from start to active: CONNECT,
+// CONNACK, REGISTER (topic id 5) when it has a registered topic.
+func connectActive(t *testing.T, s *sensor, l *fakeLink, now time.Time) {
+	t.Helper()
+	connectAccepted(t, s, l, now)
 	if s.g.Topic != "" && s.g.TopicType == TopicRegistered {
 		r := one[*mqttsn.Register](t, l)
 		s.handle(now, &mqttsn.RegAck{TopicID: 5, MsgID: r.MsgID})
@@ -376,9 +380,7 @@ func TestSensorQoS2ReconnectKeepsSession(t *testing.T) {
 	g.CommandTopic, g.CommandQoS = "c/{id}", mqttsn.QoS2
 	s, l, e := newTestSensor(t, g)
 	now := time.Now()
-	s.start(now, now)
-	one[*mqttsn.Connect](t, l)
-	s.handle(now, &mqttsn.ConnAck{})
+	connectAccepted(t, s, l, now)
 	r := one[*mqttsn.Register](t, l)
 	s.handle(now, &mqttsn.RegAck{TopicID: 5, MsgID: r.MsgID})
 	sub := one[*mqttsn.Subscribe](t, l)
@@ -481,9 +483,7 @@ func TestSensorRefusedRequests(t *testing.T) {
 	g.KeepAlive = 0
 	s, l, e := newTestSensor(t, g)
 	now := time.Now()
-	s.start(now, now)
-	one[*mqttsn.Connect](t, l)
-	s.handle(now, &mqttsn.ConnAck{})
+	connectAccepted(t, s, l, now)
 	r := one[*mqttsn.Register](t, l)
 	s.handle(now, &mqttsn.RegAck{MsgID: r.MsgID, ReturnCode: mqttsn.RejectedCongestion})
 	// The subscription goes on meanwhile; it is congested too.

@@ -520,10 +520,7 @@ func (s *connState) takeOff(ctx context.Context, max uint16, topic string, done 
 			s.mu.Unlock()
 			return 0, errUnanswered
 		}
-		if s.room == nil {
-			s.room = make(chan struct{}, 1)
-		}
-		room := s.room
+		room := s.roomChan()
 		s.mu.Unlock()
 		select {
 		case <-room:
@@ -552,7 +549,16 @@ func (s *connState) takeOff(ctx context.Context, max uint16, topic string, done 
 	return id, nil
 }
 
-// signalRoom tells a waiting takeOff that a flight ended; s.mu is held.
+// roomChan returns the channel signalRoom signals, for a waiter; s.mu is
+// held.
+func (s *connState) roomChan() chan struct{} {
+	if s.room == nil {
+		s.room = make(chan struct{}, 1)
+	}
+	return s.room
+}
+
+// signalRoom tells a waiting takeOff or drain to look again; s.mu is held.
 func (s *connState) signalRoom() {
 	select {
 	case s.room <- struct{}{}:
@@ -613,10 +619,7 @@ func (s *connState) drain(d time.Duration) {
 			s.mu.Unlock()
 			return
 		}
-		if s.room == nil {
-			s.room = make(chan struct{}, 1)
-		}
-		room := s.room
+		room := s.roomChan()
 		s.mu.Unlock()
 		left := time.Until(deadline)
 		if left <= 0 {
