@@ -11,6 +11,7 @@ import (
 	"github.com/sensorgate/mqttsn-gateway/gateway/upstream"
 	"github.com/sensorgate/mqttsn-gateway/internal/testbroker"
 	"github.com/sensorgate/mqttsn-gateway/internal/testgateway"
+	"github.com/sensorgate/mqttsn-gateway/internal/testlog"
 	"github.com/sensorgate/mqttsn-gateway/mqttsn"
 )
 
@@ -25,7 +26,7 @@ func startGateway(t *testing.T, url string) string {
 	t.Helper()
 	log := zerolog.Nop()
 	if testing.Verbose() {
-		log = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
+		log = testlog.New(t, zerolog.WarnLevel)
 	}
 	_, addr := testgateway.Start(t, testgateway.Options{
 		Config: gateway.Config{

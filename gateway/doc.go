@@ -11,15 +11,21 @@
 //
 // # Ownership
 //
-// Exactly one goroutine at a time, the session's run loop, reads or writes a
-// session's state. The loop ends (parks) while the client is asleep or
-// disconnected and nothing waits for it, and whatever sends the session an
-// event starts it again (kick); a mutex orders a park against a kick, so
-// two loops never run at once. Everything else talks to it through
-// channels:
+// Exactly one goroutine at a time, the session's owner, reads or writes a
+// session's state. No goroutine stays with a session while nothing
+// happens: the owner handles what waits and then lets go (parks); a mutex
+// orders a park against the next claim, so two owners never run at once.
+// A datagram from the client, and the broker's acknowledgement of its
+// QoS 1/2 PUBLISH, are handled on the goroutine that read them when the
+// session is free (no hand-off per message: the transport's reader writes
+// the PUBLISH upstream, the connection's reader sends the PUBACK); such a
+// borrowed goroutine handles a few events at most and never ends the
+// session, it hands both to a goroutine of the session's own. Any other
+// event starts one (kick) for as long as it takes. Everything else talks
+// to the session through channels:
 //
-//   - the dispatcher posts client messages (inbox) and CONNECT routing
-//     events (control), never blocking;
+//   - the dispatcher posts client messages (inbox, when the session is
+//     busy) and CONNECT routing events (control), never blocking;
 //   - the session's upstream worker runs the broker requests the session
 //     queued (connect, publish, subscribe, ...), one after another in the
 //     order the client's messages arrived, and reports each result on the
@@ -29,15 +35,16 @@
 //     queued, the session writes a PUBLISH itself if the connection takes
 //     it without waiting (Conn.TryPublish), which keeps the order and
 //     saves a hand-off per message;
-//   - a QoS 1/2 PUBLISH's outcome comes from the connection's reader, on
-//     the control channel, when the broker acknowledges it: neither the
-//     worker nor the session waits for it;
+//   - a QoS 1/2 PUBLISH's outcome comes from the connection's reader when
+//     the broker acknowledges it (handled there, or on the control channel
+//     when the session is busy): neither the worker nor the session waits
+//     for it;
 //   - the upstream connection's handler delivers broker messages on the
 //     deliveries channel, which the session reads only while it can send
 //     them, one gateway-initiated exchange at a time;
 //   - the session's timer is a time.AfterFunc that posts a tick.
 //
-// The session loop never blocks on the network: UDP writes do not wait,
+// A session's owner never blocks on the network: UDP writes do not wait,
 // broker requests run on the worker, and the PUBLISHes the session writes
 // itself are written only if the socket takes them at once (the rest of a
 // packet it took in part is finished by a goroutine of the connection), as

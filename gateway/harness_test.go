@@ -12,6 +12,7 @@ import (
 	"github.com/sensorgate/mqttsn-gateway/internal/snclient"
 	"github.com/sensorgate/mqttsn-gateway/internal/testbroker"
 	"github.com/sensorgate/mqttsn-gateway/internal/testgateway"
+	"github.com/sensorgate/mqttsn-gateway/internal/testlog"
 	"github.com/sensorgate/mqttsn-gateway/mqttsn"
 	"github.com/sensorgate/mqttsn-gateway/topicmap"
 )
@@ -48,7 +49,7 @@ func startGatewayWith(t *testing.T, url string, mod func(*gateway.Config), upMod
 	t.Helper()
 	log := zerolog.Nop()
 	if testing.Verbose() {
-		log = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.DebugLevel)
+		log = testlog.New(t, zerolog.DebugLevel)
 	}
 	opts := upstream.Options{URL: url, ReceiveMaximum: 4}
 	if upMod != nil {

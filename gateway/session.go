@@ -67,14 +67,17 @@ const (
 	maxQoS2InFlow = 64 // uplink QoS 2 exchanges awaiting PUBREL
 )
 
-// session is one client's state. Exactly one goroutine at a time, run,
-// touches it; everything else sends it events through its channels and
-// wakes it with kick.
+// session is one client's state. Exactly one goroutine at a time, the
+// session's owner, touches it; everything else sends it events through its
+// channels and wakes it with kick (or handles them itself with runHere).
 //
-// The run goroutine ends whenever the client is asleep or disconnected and
-// no event waits (it parks), and the next event starts a new one: a
-// sleeping client costs its state, not a goroutine. An active client keeps
-// its goroutine, so that no goroutine is started per message.
+// No goroutine stays with a session while nothing happens: the owner
+// handles what waits and lets go of the session (it parks). A datagram
+// from the client and a broker's acknowledgement are handled at once on
+// the goroutine that read them, when no other owns the session (runHere):
+// the common message costs no goroutine hand-off. Other events start a
+// goroutine for as long as they take (kick). A sleeping or idle client so
+// costs its state, not a goroutine.
 type session struct {
 	g        *Gateway
 	clientID string
@@ -185,10 +188,11 @@ type outbound struct {
 
 // willUpdate is a Will update to apply by reconnecting upstream (A6).
 type willUpdate struct {
-	t         mqttsn.Type // WILLTOPICUPD or WILLMSGUPD: which response to send
-	prev      *Will       // the Will before the update, restored if the broker refuses
-	started   bool        // the reconnect has been queued
-	restoring bool        // this reconnect puts prev back after a refusal
+	t         mqttsn.Type       // WILLTOPICUPD or WILLMSGUPD: which response to send
+	prev      *Will             // the Will before the update, restored if the broker refuses
+	started   bool              // the reconnect has been queued
+	restoring bool              // this reconnect puts prev back after a refusal
+	refusal   mqttsn.ReturnCode // restoring: the broker's answer to the update, for the client
 }
 
 func newSession(g *Gateway, clientID string, p peer) *session {
@@ -219,15 +223,35 @@ func (s *session) logInfo() *zerolog.Event  { return s.g.log.Info().Str("client"
 func (s *session) logWarn() *zerolog.Event  { return s.g.log.Warn().Str("client", s.clientID) }
 func (s *session) logError() *zerolog.Event { return s.g.log.Error().Str("client", s.clientID) }
 
-// kick makes sure a run goroutine will look at the session's channels:
-// everything that sends the session an event calls it after sending.
+// kick makes sure an owner will look at the session's channels:
+// everything that sends the session an event calls it (or runHere) after
+// sending.
 func (s *session) kick() {
-	s.runMu.Lock()
-	start := !s.running
-	s.running = true
-	s.runMu.Unlock()
-	if start {
+	if s.claim() {
 		go s.run()
+	}
+}
+
+// claim makes the caller the session's owner and reports true, unless
+// another owner runs it: that one sees every event sent before claim.
+func (s *session) claim() bool {
+	s.runMu.Lock()
+	defer s.runMu.Unlock()
+	if s.running {
+		return false
+	}
+	s.running = true
+	return true
+}
+
+// runHere is kick handling the events on the caller's goroutine, without a
+// hand-off, when no other owner runs the session. Only goroutines that may
+// do a session's work run it: they do not hold a lock the session takes,
+// and the session never waits for them (the transports' readers, the
+// upstream connection's reader).
+func (s *session) runHere() {
+	if s.claim() {
+		s.loop(true, nil)
 	}
 }
 
@@ -246,9 +270,9 @@ func (s *session) waiting(dl chan *Delivery) bool {
 	return len(s.inbox) > 0 || len(s.control) > 0 || len(s.tick) > 0 || len(dl) > 0 || s.stopping.Load()
 }
 
-// park ends the run goroutine if no event waits, and reports whether it
-// must end. A sender's kick that comes after this starts a new goroutine;
-// one that came before finds running still set, and park sees its event.
+// park lets go of the session if no event waits, and reports whether the
+// owner must stop. A sender's claim that comes after this finds the session
+// free; one that came before found it owned, and park sees its event.
 func (s *session) park(dl chan *Delivery) bool {
 	s.runMu.Lock()
 	defer s.runMu.Unlock()
@@ -259,18 +283,42 @@ func (s *session) park(dl chan *Delivery) bool {
 	return true
 }
 
-// post queues a message from the client; a full inbox drops it.
-func (s *session) post(from peer, m mqttsn.Message) { offer(s, s.inbox, inbound{from: from, msg: m}) }
+// post hands a message from the client to the session: it handles it on
+// the caller's goroutine if the session is free, and queues it otherwise; a
+// full inbox drops it (the client retransmits).
+func (s *session) post(from peer, m mqttsn.Message) {
+	in := inbound{from: from, msg: m}
+	if s.claim() {
+		if len(s.inbox) == 0 { // nothing came before it
+			s.loop(true, func() { s.onMessage(in) })
+			return
+		}
+		s.queueInbound(in)
+		s.loop(true, nil)
+		return
+	}
+	if s.queueInbound(in) {
+		s.runHere() // the owner may have parked meanwhile
+	}
+}
+
+// queueInbound puts a message from the client in the inbox unless it is
+// full, and reports whether it did.
+func (s *session) queueInbound(in inbound) bool {
+	select {
+	case s.inbox <- in:
+		return true
+	default:
+		s.g.stats.inboxFull.Add(1)
+		return false
+	}
+}
 
 // postControl queues an event from the dispatcher without blocking; the
 // client retransmits a CONNECT or PINGREQ that is dropped.
-func (s *session) postControl(ev any) { offer(s, s.control, ev) }
-
-// offer sends v to the session on ch without blocking and wakes it; a full
-// channel drops v and counts it.
-func offer[T any](s *session, ch chan<- T, v T) {
+func (s *session) postControl(ev any) {
 	select {
-	case ch <- v:
+	case s.control <- ev:
 		s.kick()
 	default:
 		s.g.stats.inboxFull.Add(1)
@@ -292,6 +340,26 @@ func (s *session) report(ev any) {
 		s.kick()
 	case <-s.loopDone:
 	}
+}
+
+// publishAcked tells the session that the broker acknowledged a QoS 1 or 2
+// PUBLISH. It runs on the upstream connection's reader and handles the
+// answer there if the session is free, as post does.
+func (s *session) publishAcked(p published) {
+	if s.claim() {
+		if len(s.control) == 0 {
+			s.loop(true, func() { s.onPublishResult(resPublish{pub: p}) })
+			return
+		}
+		select {
+		case s.control <- resPublish{pub: p}:
+		default:
+			go s.report(resPublish{pub: p}) // waits for room the loop below makes
+		}
+		s.loop(true, nil)
+		return
+	}
+	s.report(resPublish{pub: p})
 }
 
 // replace tells the session that another client took its address. The flag
@@ -326,11 +394,24 @@ type (
 	evReplaced struct{} // another client connected from this session's address
 )
 
+// inlineBudget bounds the events runHere handles on the caller's
+// goroutine: beyond, the session gets a goroutine of its own, so that a
+// busy client does not hold up the transport's reader for long.
+const inlineBudget = 8
+
 // run is the session's goroutine: it handles events until the session
-// ends, or until it parks while the client is asleep or disconnected. Only
-// kick starts it.
-func (s *session) run() {
-	parked := false // after park, the session belongs to the next goroutine
+// ends or nothing waits. Only kick starts it.
+func (s *session) run() { s.loop(false, nil) }
+
+// loop handles events as the session's owner until the session ends or
+// nothing waits (the owner parks). first, if not nil, handles the event
+// the caller brought, which no queued event precedes. inline: the owner is
+// runHere's caller (or post's, or publishAcked's), who handles at most
+// inlineBudget events and never finishes the session: it hands both to a
+// goroutine of the session's own (run), which waits for the session's
+// upstream worker to end.
+func (s *session) loop(inline bool, first func()) {
+	parked := false // after park, the session belongs to the next owner
 	defer func() {
 		if r := recover(); r != nil {
 			s.logError().Str("panic", fmt.Sprint(r)).Bytes("stack", debug.Stack()).Msg("session crashed; dropping it")
@@ -339,17 +420,30 @@ func (s *session) run() {
 			}
 			s.state = stateGone
 		}
-		if !parked {
+		switch {
+		case parked:
+		case inline:
+			go s.run() // still the owner: running stays set
+		default:
 			s.finish()
 		}
 	}()
-	for s.state != stateGone {
+	n := 0
+	if first != nil {
+		first()
+		s.settle()
+		n++
+	}
+	for ; s.state != stateGone; n++ {
 		var dl chan *Delivery
 		if s.canTake() {
 			dl = s.handler.ch
 		}
-		if s.workerIdle && !s.waiting(dl) && s.park(dl) {
+		if !s.waiting(dl) && s.park(dl) {
 			parked = true
+			return
+		}
+		if inline && n >= inlineBudget {
 			return
 		}
 		select {
@@ -365,15 +459,22 @@ func (s *session) run() {
 		case <-s.quit:
 			s.shutdown()
 		}
-		if s.replaced.Swap(false) && s.state != stateDisconnected && s.state != stateGone {
-			s.lose("another client connected from its address")
-		}
-		s.pump()
-		s.rearm()
-		if idle := s.state == stateAsleep || s.state == stateDisconnected; idle != s.workerIdle {
-			s.workerIdle = idle
-			s.opq.setIdleExit(idle)
-		}
+		s.settle()
+	}
+}
+
+// settle does what follows every event: the loss of the client's address
+// to another, delivery of what is queued, the timer, and whether the
+// upstream worker may end when idle.
+func (s *session) settle() {
+	if s.replaced.Swap(false) && s.state != stateDisconnected && s.state != stateGone {
+		s.lose("another client connected from its address")
+	}
+	s.pump()
+	s.rearm()
+	if idle := s.state == stateAsleep || s.state == stateDisconnected; idle != s.workerIdle {
+		s.workerIdle = idle
+		s.opq.setIdleExit(idle)
 	}
 }
 

@@ -243,33 +243,38 @@ func (s *session) startWillUpdate() {
 }
 
 // onWillUpdateResult answers the Will update. When the broker refused the
-// new Will, the client gets the refusal and the session goes on with the
-// previous Will (A6: never end the session for it); only if that cannot be
-// restored either is the upstream connection lost.
+// new Will, the session goes on with the previous Will (A6: never end the
+// session for it): the client gets the refusal once the connection with
+// the previous Will is back, so that what is published to it after the
+// answer finds it connected; only if that cannot be restored either is the
+// upstream connection lost.
 func (s *session) onWillUpdateResult(r resConnect) {
 	u := s.willUpdate
 	s.willUpdate = nil
 	if u.restoring {
+		s.answerWillUpdate(u.t, u.refusal)
 		if r.err != nil {
 			s.onUpstreamLost(r.err)
 		}
 		return
 	}
-	rc := mqttsn.Accepted
-	if r.err != nil {
-		rc = returnCodeOf(r.err)
-		s.logInfo().Err(r.err).Msg("broker refused the updated Will; keeping the previous one")
+	if r.err == nil {
+		s.answerWillUpdate(u.t, mqttsn.Accepted)
+		return
 	}
-	if u.t == mqttsn.TypeWillTopicUpd {
+	s.logInfo().Err(r.err).Msg("broker refused the updated Will; keeping the previous one")
+	s.will = u.prev
+	s.willUpdate = &willUpdate{t: u.t, restoring: true, started: true, refusal: returnCodeOf(r.err)}
+	p := s.connectParams()
+	p.CleanStart = false
+	s.openConn(p)
+}
+
+// answerWillUpdate answers a WILLTOPICUPD or WILLMSGUPD with rc.
+func (s *session) answerWillUpdate(t mqttsn.Type, rc mqttsn.ReturnCode) {
+	if t == mqttsn.TypeWillTopicUpd {
 		s.send(&mqttsn.WillTopicResp{ReturnCode: rc})
 	} else {
 		s.send(&mqttsn.WillMsgResp{ReturnCode: rc})
-	}
-	if r.err != nil {
-		s.will = u.prev
-		s.willUpdate = &willUpdate{restoring: true, started: true}
-		p := s.connectParams()
-		p.CleanStart = false
-		s.openConn(p)
 	}
 }

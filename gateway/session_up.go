@@ -91,17 +91,17 @@ func (s *session) onPublish(m *mqttsn.Publish) {
 
 func (s *session) onPublishResult(r resPublish) {
 	s.outstanding.Add(-1)
-	m := &r.op.msg
-	if r.op.epoch != s.epoch {
+	p := &r.pub
+	if p.epoch != s.epoch {
 		// The client reconnected meanwhile: no answer to a former
 		// connection, but the QoS 2 record follows the broker's answer,
 		// so that the client's retransmission and PUBREL are answered.
-		if m.QoS == 2 {
-			if _, ok := s.qos2In[r.op.msgID]; ok {
+		if p.qos == 2 {
+			if _, ok := s.qos2In[p.msgID]; ok {
 				if r.err == nil {
-					s.qos2In[r.op.msgID] = true
+					s.qos2In[p.msgID] = true
 				} else {
-					delete(s.qos2In, r.op.msgID)
+					delete(s.qos2In, p.msgID)
 				}
 			}
 		}
@@ -110,20 +110,20 @@ func (s *session) onPublishResult(r resPublish) {
 	if r.err == nil {
 		s.g.stats.publishUp.Add(1)
 	} else {
-		s.logDebug().Err(r.err).Str("topic", m.Topic).Uint8("qos", m.QoS).Msg("broker did not take a PUBLISH")
+		s.logDebug().Err(r.err).Str("topic", p.topic).Uint8("qos", p.qos).Msg("broker did not take a PUBLISH")
 	}
-	switch m.QoS {
+	switch p.qos {
 	case 1:
-		delete(s.upPending, pendingKey{t: mqttsn.TypePublish, msgID: r.op.msgID})
-		s.send(&mqttsn.PubAck{TopicID: r.op.topicID, MsgID: r.op.msgID, ReturnCode: returnCode(r.err)})
+		delete(s.upPending, pendingKey{t: mqttsn.TypePublish, msgID: p.msgID})
+		s.send(&mqttsn.PubAck{TopicID: p.topicID, MsgID: p.msgID, ReturnCode: returnCode(r.err)})
 	case 2:
 		if r.err != nil {
-			delete(s.qos2In, r.op.msgID)
-			s.send(&mqttsn.PubAck{TopicID: r.op.topicID, MsgID: r.op.msgID, ReturnCode: returnCodeOf(r.err)})
+			delete(s.qos2In, p.msgID)
+			s.send(&mqttsn.PubAck{TopicID: p.topicID, MsgID: p.msgID, ReturnCode: returnCodeOf(r.err)})
 			return
 		}
-		s.qos2In[r.op.msgID] = true
-		s.send(&mqttsn.PubRec{MsgID: r.op.msgID})
+		s.qos2In[p.msgID] = true
+		s.send(&mqttsn.PubRec{MsgID: p.msgID})
 	}
 }
 

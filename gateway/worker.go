@@ -50,7 +50,7 @@ type (
 		err   error
 	}
 	resPublish struct {
-		op  op
+		pub published
 		err error
 	}
 	resSubscribe struct {
@@ -226,7 +226,7 @@ func (s *session) safeExec(conn Conn, o op) (next Conn) {
 		case opConnect:
 			s.report(resConnect{epoch: o.epoch, gen: o.handler.gen, err: err})
 		case opPublish:
-			s.report(resPublish{op: o, err: err})
+			s.report(resPublish{pub: o.published(), err: err})
 		case opSubscribe:
 			s.report(resSubscribe{op: o, err: err})
 		case opUnsubscribe:
@@ -296,12 +296,12 @@ func (s *session) exec(conn Conn, o op) Conn {
 // reader, and goes to the session; the worker does not wait for it.
 func (s *session) publish(conn Conn, o op) {
 	if conn == nil {
-		s.report(resPublish{op: o, err: errNotConnected})
+		s.report(resPublish{pub: o.published(), err: errNotConnected})
 		return
 	}
 	if o.msg.QoS == 0 {
 		if err := conn.Publish(s.ctx, o.msg, nil); err != nil {
-			s.report(resPublish{op: o, err: err})
+			s.report(resPublish{pub: o.published(), err: err})
 			return
 		}
 		s.g.stats.publishUp.Add(1)
@@ -314,10 +314,32 @@ func (s *session) publish(conn Conn, o op) {
 	}
 }
 
+// published is what the answer to a client's PUBLISH needs of its request.
+type published struct {
+	epoch   uint64
+	topic   string // for the log
+	msgID   uint16
+	topicID uint16
+	qos     byte
+}
+
+func (o *op) published() published {
+	return published{epoch: o.epoch, topic: o.msg.Topic, msgID: o.msgID, topicID: o.topicID, qos: o.msg.QoS}
+}
+
 // publishDone returns what tells the session the outcome of a QoS 1 or 2
-// publication.
+// publication. A success comes from the connection's reader, which handles
+// it itself when the session is free; a failure may come from any goroutine
+// (a timer, the worker closing the connection) and is only queued.
 func (s *session) publishDone(o op) func(error) {
-	return func(err error) { s.report(resPublish{op: o, err: err}) }
+	p := o.published()
+	return func(err error) {
+		if err == nil {
+			s.publishAcked(p)
+			return
+		}
+		s.report(resPublish{pub: p, err: err})
+	}
 }
 
 // publishInline writes a client's message from the session's goroutine,

@@ -18,6 +18,7 @@ import (
 	"github.com/sensorgate/mqttsn-gateway/gateway/broker"
 	"github.com/sensorgate/mqttsn-gateway/gateway/upstream"
 	"github.com/sensorgate/mqttsn-gateway/internal/testbroker"
+	"github.com/sensorgate/mqttsn-gateway/internal/testlog"
 	"github.com/sensorgate/mqttsn-gateway/mqttsn"
 )
 
@@ -686,7 +687,7 @@ func newUpstream(t *testing.T, opts upstream.Options) *upstream.Upstream {
 	t.Helper()
 	opts.Log = zerolog.Nop()
 	if testing.Verbose() {
-		opts.Log = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.DebugLevel)
+		opts.Log = testlog.New(t, zerolog.DebugLevel)
 	}
 	up, err := upstream.New(opts)
 	if err != nil {
