@@ -125,14 +125,15 @@ type session struct {
 	queue      []delivery
 	queueBytes int
 
-	sleepFor    time.Duration // the sleep timer: Duration × SleepTolerance
-	sleepAt     time.Time     // an asleep client is lost if silent until then
-	keepAliveAt time.Time     // an active client is lost if silent until then
-	expireAt    time.Time     // a persisted session is discarded then
-	timer       *time.Timer   // fires timerFired at armedFor
-	armedFor    time.Time
-	wbuf        []byte // encoding buffer for replies
-	workerIdle  bool   // the upstream worker may end when idle (asleep, disconnected)
+	sleepFor       time.Duration // the sleep timer: Duration × SleepTolerance
+	sleepAt        time.Time     // an asleep client is lost if silent until then
+	keepAliveAt    time.Time     // an active client is lost if silent until then
+	expireAt       time.Time     // a persisted session is discarded then
+	timer          *time.Timer   // fires timerFired at armedFor
+	armedFor       time.Time
+	armedKeepAlive bool   // armedFor is a keep-alive deadline, which rearm may leave early
+	wbuf           []byte // encoding buffer for replies
+	workerIdle     bool   // the upstream worker may end when idle (asleep, disconnected)
 }
 
 // inbound is a datagram from the client with the address it came from.
@@ -454,7 +455,7 @@ func (s *session) loop(inline bool, first func()) {
 		case d := <-dl:
 			s.take(d)
 		case <-s.tick:
-			s.armedFor = time.Time{}
+			s.armedFor, s.armedKeepAlive = time.Time{}, false
 			s.onTimer(time.Now())
 		case <-s.quit:
 			s.shutdown()
@@ -510,7 +511,8 @@ func (s *session) handBack() {
 	}
 }
 
-// rearm points the timer at the earliest deadline of the state.
+// rearm makes the timer fire no later than the earliest deadline of the
+// state.
 func (s *session) rearm() {
 	var next time.Time
 	consider := func(t time.Time) {
@@ -533,8 +535,15 @@ func (s *session) rearm() {
 	if next.Equal(s.armedFor) {
 		return
 	}
+	keepAlive := next.Equal(s.keepAliveAt)
+	if keepAlive && s.armedKeepAlive && !s.armedFor.IsZero() && next.After(s.armedFor) {
+		// The keep-alive deadline moves with every message: the timer
+		// fires early, once per keep-alive period, finds nothing due and
+		// is armed again then, instead of being moved every message.
+		return
+	}
 	s.timer.Stop()
-	s.armedFor = next
+	s.armedFor, s.armedKeepAlive = next, keepAlive
 	if !next.IsZero() {
 		s.timer.Reset(time.Until(next))
 	}

@@ -33,21 +33,30 @@ func TestKeepAliveExpiryPublishesWill(t *testing.T) {
 	})
 }
 
-// Pinging keeps the client alive past its keep-alive.
+// Pinging keeps the client alive past its keep-alive, and the keep-alive
+// counts from the last message: silent after the pings, the client is lost
+// 1.5 × keep-alive later (the timer, armed at connect, fires early and is
+// armed again for the moved deadline).
 func TestPingKeepsClientAlive(t *testing.T) {
 	eachBroker(t, func(t *testing.T, url string) {
 		g := startGateway(t, url, nil)
 		obs := g.observer(t, "will/#", 1)
 		c := g.client(t)
 		c.ConnectWithWill("ka-2", true, 1, "will/ka-2", mqttsn.QoS1, false, []byte("lost"))
+		var last time.Time
 		for range 5 {
 			time.Sleep(500 * time.Millisecond)
+			last = time.Now()
 			c.Send(&mqttsn.PingReq{})
 			snclient.Expect[*mqttsn.PingResp](t, c, wait)
 		}
 		obs.ExpectNone(10 * time.Millisecond)
-		c.Disconnect()
-		obs.ExpectNone(quiet)
+		if m := obs.Expect(wait); string(m.Payload) != "lost" {
+			t.Fatalf("Will: %s %q", m.Topic, m.Payload)
+		}
+		if el := time.Since(last); el < 1400*time.Millisecond {
+			t.Fatalf("lost %v after the last PINGREQ, before 1.5 × keep-alive", el)
+		}
 	})
 }
 

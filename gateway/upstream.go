@@ -81,7 +81,10 @@ type Conn interface {
 }
 
 // ConnHandler receives what an upstream connection delivers. Its methods are
-// called from the connection's own goroutines.
+// called from the connection's own goroutines; Deliver's holds none of the
+// connection's locks, so that it may do the session's work there (answer
+// with Delivery.Ack, TryPublish), as long as it never waits for the
+// connection.
 type ConnHandler interface {
 	// Deliver hands over a message from the broker, in the broker's order.
 	// For QoS 1 and 2 it may block until the session takes the message

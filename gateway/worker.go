@@ -173,7 +173,7 @@ func (q *opQueue) next(buf []op, conn Conn) (items []op, ok, last bool) {
 // worker that waits with nothing queued, so that what f writes follows
 // everything the worker wrote, and returns what f reports; it returns
 // false when the worker is busy, not running or has no connection. Only
-// the session's goroutine, the one that queues requests, calls it: nothing
+// the session's owner, the one that queues requests, calls it: nothing
 // is queued while f runs.
 func (q *opQueue) tryInline(f func(Conn) bool) bool {
 	q.mu.Lock()
@@ -342,7 +342,7 @@ func (s *session) publishDone(o op) func(error) {
 	}
 }
 
-// publishInline writes a client's message from the session's goroutine,
+// publishInline writes a client's message from the session's owner,
 // without the worker, when the worker waits with nothing queued and the
 // connection takes the message without waiting: one goroutine hand-off
 // less per message. It reports false when the worker must publish it.
@@ -374,7 +374,8 @@ type connHandler struct {
 	qos0  atomic.Int32 // QoS 0 messages in ch
 }
 
-// Deliver queues a broker message for the session. QoS 1 and 2 wait for
+// Deliver queues a broker message for the session and, on paho's routing
+// goroutine, handles it there if the session is free. QoS 1 and 2 wait for
 // room (the broker's Receive Maximum bounds them) unless the connection has
 // gone stale; QoS 0 is dropped and counted when the session is not keeping
 // up.
@@ -383,7 +384,7 @@ func (h *connHandler) Deliver(m *Delivery) {
 		if h.qos0.Add(1) <= qos0Headroom {
 			select {
 			case h.ch <- m:
-				h.s.kick()
+				h.s.runHere()
 				return
 			default:
 			}
@@ -394,7 +395,7 @@ func (h *connHandler) Deliver(m *Delivery) {
 	}
 	select {
 	case h.ch <- m:
-		h.s.kick()
+		h.s.runHere()
 	case <-h.stale:
 	case <-h.s.loopDone:
 	}
