@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
@@ -23,15 +24,25 @@ import (
 // the connection when a PINGREQ is not answered by the next check; paho's
 // reader then fails and reports the loss.
 type timerPinger struct {
-	raw          net.Conn // the network connection: PINGREQ is written whole to it (see packetConn)
+	raw   net.Conn  // the network connection: PINGREQ is written whole to it (see packetConn)
+	start time.Time // when the connection opened; lastSent and lastReceived count from it
+
+	// The last packet each way, as time since start: written for every
+	// packet, so without the mutex and with the monotonic clock only.
+	lastSent     atomic.Int64
+	lastReceived atomic.Int64
+
 	mu           sync.Mutex
 	interval     time.Duration
 	timer        *time.Timer
 	stopped      bool
-	lastSent     time.Time
-	lastReceived time.Time
 	lastPingSent time.Time
 	lastPingResp time.Time
+}
+
+// newTimerPinger returns the pinger of the connection raw.
+func newTimerPinger(raw net.Conn) *timerPinger {
+	return &timerPinger{raw: raw, start: time.Now()}
 }
 
 var _ paho.Pinger = (*timerPinger)(nil)
@@ -79,12 +90,9 @@ func (p *timerPinger) check() {
 		_ = p.raw.Close() // no PINGRESP within a keep-alive
 		return
 	}
-	due := p.lastReceived.Add(p.interval)
-	if p.lastSent.Before(p.lastReceived) {
-		due = p.lastSent.Add(p.interval)
-	}
-	if now.Before(due) {
-		p.timer.Reset(due.Sub(now))
+	quietSince := time.Duration(min(p.lastSent.Load(), p.lastReceived.Load()))
+	if wait := quietSince + p.interval - now.Sub(p.start); wait > 0 {
+		p.timer.Reset(wait)
 		p.mu.Unlock()
 		return
 	}
@@ -100,20 +108,10 @@ func (p *timerPinger) check() {
 }
 
 // PacketSent notes that a packet went to the broker.
-func (p *timerPinger) PacketSent() {
-	now := time.Now()
-	p.mu.Lock()
-	p.lastSent = now
-	p.mu.Unlock()
-}
+func (p *timerPinger) PacketSent() { p.lastSent.Store(int64(time.Since(p.start))) }
 
 // PacketReceived notes that a packet came from the broker.
-func (p *timerPinger) PacketReceived() {
-	now := time.Now()
-	p.mu.Lock()
-	p.lastReceived = now
-	p.mu.Unlock()
-}
+func (p *timerPinger) PacketReceived() { p.lastReceived.Store(int64(time.Since(p.start))) }
 
 // PingResp notes a PINGRESP.
 func (p *timerPinger) PingResp() {

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
@@ -32,7 +32,7 @@ type connState struct {
 	ackTimeout time.Duration             // how long a PUBLISH waits for its acknowledgement
 
 	mu         sync.Mutex
-	connected  bool
+	connected  atomic.Bool // written under mu; read without it by a QoS 0 PUBLISH
 	lastID     uint16
 	requests   map[uint16]chan<- packets.ControlPacket // paho's requests (SUBSCRIBE, UNSUBSCRIBE) awaiting their acknowledgement: where it goes
 	flights    map[uint16]flight                       // our QoS 1/2 PUBLISHes awaiting their acknowledgement
@@ -67,7 +67,7 @@ func ackPacket(packetType byte, id uint16) []byte {
 func (s *connState) ConAckReceived(io.Writer, *packets.Connect, *packets.Connack) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.connected = true
+	s.connected.Store(true)
 	return nil
 }
 
@@ -86,7 +86,7 @@ func (s *connState) ConnectionLost(dp *packets.Disconnect) error {
 // empty ControlPacket tells paho the session is shutting down).
 func (s *connState) end() {
 	s.mu.Lock()
-	s.connected = false
+	s.connected.Store(false)
 	for id, resp := range s.requests {
 		deliver(resp, packets.ControlPacket{})
 		delete(s.requests, id)
@@ -133,7 +133,7 @@ func (s *connState) AddToSession(_ context.Context, packet session.Packet, resp 
 // paho's requests (resp not nil), remembers where its acknowledgement
 // goes; s.mu is held.
 func (s *connState) allocate(resp chan<- packets.ControlPacket) (uint16, error) {
-	if !s.connected {
+	if !s.connected.Load() {
 		return 0, session.ErrNoConnection
 	}
 	if s.requests == nil {
@@ -183,7 +183,7 @@ func deliver(ch chan<- packets.ControlPacket, cp packets.ControlPacket) {
 // the messages in flight. s.mu is held. A failed write surfaces as the
 // connection's loss on paho's reader.
 func (s *connState) write(b []byte) {
-	if !s.connected {
+	if !s.connected.Load() {
 		return
 	}
 	if !s.flushing && s.raw.tryWrite(b) {
@@ -203,7 +203,7 @@ func (s *connState) flush() {
 		s.mu.Lock()
 		b := s.backlog
 		s.backlog = nil
-		if len(b) == 0 || !s.connected {
+		if len(b) == 0 || !s.connected.Load() {
 			s.flushing = false
 			s.signalRoom() // drain looks again
 			s.mu.Unlock()
@@ -396,10 +396,7 @@ func (s *connState) send(ctx context.Context, lim serverLimits, topic string, pa
 	defer releasePublish(bp)
 	b := *bp
 	if qos == 0 {
-		s.mu.Lock()
-		connected := s.connected
-		s.mu.Unlock()
-		if !connected {
+		if !s.connected.Load() {
 			return false, session.ErrNoConnection
 		}
 		return s.writeOut(b, wait)
@@ -438,12 +435,24 @@ func (s *connState) writeOut(b []byte, wait bool) (bool, error) {
 	return true, nil
 }
 
+// isTopicName reports whether topic can name an MQTT PUBLISH: not empty, no
+// wildcard. (A loop over the octets: strings.ContainsAny builds a set on
+// every call, and this runs for every message.)
+func isTopicName(topic string) bool {
+	for i := 0; i < len(topic); i++ {
+		if topic[i] == '+' || topic[i] == '#' {
+			return false
+		}
+	}
+	return topic != ""
+}
+
 // encodePublish checks a publication against the broker's limits and
 // encodes it into a pooled buffer (give it back with releasePublish);
 // idAt is where the packet identifier goes (QoS 1 and 2).
 func encodePublish(lim serverLimits, topic string, payload []byte, qos byte, retain bool) (bp *[]byte, idAt int, err error) {
 	switch {
-	case topic == "" || strings.ContainsAny(topic, "+#"):
+	case !isTopicName(topic):
 		return nil, 0, &errRefused{fmt.Sprintf("topic %q is not a topic name", topic)}
 	case qos > lim.maxQoS:
 		return nil, 0, &errRefused{fmt.Sprintf("QoS %d is above the broker's maximum QoS %d", qos, lim.maxQoS)}
@@ -503,7 +512,7 @@ func releasePublish(bp *[]byte) {
 func (s *connState) takeOff(ctx context.Context, max uint16, topic string, done func(error), wait bool) (uint16, error) {
 	for {
 		s.mu.Lock()
-		if !s.connected {
+		if !s.connected.Load() {
 			s.mu.Unlock()
 			return 0, session.ErrNoConnection
 		}
@@ -615,7 +624,7 @@ func (s *connState) drain(d time.Duration) {
 	for {
 		s.mu.Lock()
 		busy := s.flushing || len(s.backlog) > 0 || !s.allTold()
-		if !busy || !s.connected {
+		if !busy || !s.connected.Load() {
 			s.mu.Unlock()
 			return
 		}

@@ -107,7 +107,7 @@ func (up *Upstream) Connect(ctx context.Context, p gateway.ConnectParams, h gate
 		return nil, fmt.Errorf("upstream: dial %s: %w", up.address, err)
 	}
 	w := newConnWriter(nc)
-	c := &conn{net: w, handler: h, log: up.opts.Log, pinger: &timerPinger{raw: w}}
+	c := &conn{net: w, handler: h, log: up.opts.Log, pinger: newTimerPinger(w)}
 	c.state = &connState{ended: c.ended, raw: w, ackTimeout: up.opts.AckTimeout}
 	c.client = paho.NewClient(paho.ClientConfig{
 		Conn:               newPacketConn(w, c.ackReceived),
