@@ -70,6 +70,7 @@ type UDPStats struct {
 // Serve. All other methods are safe for concurrent use.
 type UDPListener struct {
 	conn        *net.UDPConn
+	raw         *rawSender // nil where net's write is used (see rawSender)
 	local       netip.AddrPort
 	maxDatagram int
 
@@ -108,6 +109,7 @@ func ListenUDP(addr string, opts UDPOptions) (*UDPListener, error) {
 	}
 	return &UDPListener{
 		conn:        conn,
+		raw:         newRawSender(conn),
 		local:       local,
 		maxDatagram: opts.MaxDatagram,
 		done:        make(chan struct{}),
@@ -166,6 +168,9 @@ func (l *UDPListener) LocalAddr() netip.AddrPort { return l.local }
 // it returns an error if h is nil or if Serve was called before: there is one
 // read loop per socket. A panic in h propagates out of Serve.
 func (l *UDPListener) Serve(h Handler) error {
+	if read := rawReader(l.conn); read != nil {
+		return l.serve(h, read)
+	}
 	return l.serve(h, l.conn.ReadFromUDPAddrPort)
 }
 
@@ -260,7 +265,14 @@ func (p *errorPacer) reset() { p.inRow, p.delay = 0, 0 }
 // WriteTo returns an error that wraps net.ErrClosed. Every failure is counted
 // in SendErrors.
 func (l *UDPListener) WriteTo(b []byte, addr netip.AddrPort) error {
-	if _, err := l.conn.WriteToUDPAddrPort(b, addr); err != nil {
+	err := errNotRaw
+	if l.raw != nil {
+		err = l.raw.send(b, addr)
+	}
+	if err == errNotRaw {
+		_, err = l.conn.WriteToUDPAddrPort(b, addr)
+	}
+	if err != nil {
 		l.sendErrors.Add(1)
 		return fmt.Errorf("transport: %w", err)
 	}

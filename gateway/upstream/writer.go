@@ -13,8 +13,9 @@ import (
 // (through packetConn), connState, timerPinger — writes through it.
 type connWriter struct {
 	net.Conn
-	mu  sync.Mutex
-	raw syscall.RawConn // nil when the connection has no descriptor of its own (TLS)
+	mu   sync.Mutex
+	raw  syscall.RawConn // nil when the connection has no descriptor of its own (TLS)
+	read rawRead         // raw read(2) calls where the platform allows (see rawRead)
 }
 
 func newConnWriter(nc net.Conn) *connWriter {
@@ -22,9 +23,19 @@ func newConnWriter(nc net.Conn) *connWriter {
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			w.raw = raw
+			w.read.init(raw)
 		}
 	}
 	return w
+}
+
+// Read reads from the connection (only paho's reader does, through
+// packetConn).
+func (w *connWriter) Read(b []byte) (int, error) {
+	if w.read.fn == nil {
+		return w.Conn.Read(b)
+	}
+	return w.read.into(b)
 }
 
 // Write writes b whole, waiting for the socket as long as it takes.

@@ -1,0 +1,21 @@
+//go:build !linux
+
+package transport
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+)
+
+// rawReader is Linux only: elsewhere net's read is used.
+func rawReader(*net.UDPConn) readFunc { return nil }
+
+// rawSender is Linux only: elsewhere net's write is used.
+type rawSender struct{}
+
+func newRawSender(*net.UDPConn) *rawSender { return nil }
+
+var errNotRaw = errors.New("not for a raw send")
+
+func (*rawSender) send([]byte, netip.AddrPort) error { return errNotRaw }
