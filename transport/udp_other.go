@@ -1,4 +1,4 @@
-//go:build !linux
+//go:build !linux || 386
 
 package transport
 
@@ -8,7 +8,8 @@ import (
 	"net/netip"
 )
 
-// rawReader is Linux only: elsewhere net's read is used.
+// rawReader is for Linux (not 386, whose socket calls go through
+// socketcall): elsewhere net's read is used.
 func rawReader(*net.UDPConn) readFunc { return nil }
 
 // rawSender is Linux only: elsewhere net's write is used.
