@@ -304,8 +304,7 @@ func (s *session) publish(conn Conn, o op) {
 			s.report(resPublish{pub: o.published(), err: err})
 			return
 		}
-		s.g.stats.publishUp.Add(1)
-		s.outstanding.Add(-1)
+		s.qos0Published()
 		return
 	}
 	done := s.publishDone(o)
@@ -347,20 +346,23 @@ func (s *session) publishDone(o op) func(error) {
 // connection takes the message without waiting: one goroutine hand-off
 // less per message. It reports false when the worker must publish it.
 func (s *session) publishInline(o op) bool {
-	var done func(error)
-	if o.msg.QoS > 0 {
-		done = s.publishDone(o)
-	}
 	return s.opq.tryInline(func(c Conn) bool {
-		if !c.TryPublish(o.msg, done) {
-			return false
-		}
 		if o.msg.QoS == 0 {
-			s.g.stats.publishUp.Add(1)
-			s.outstanding.Add(-1)
+			if !c.TryPublish(o.msg, nil) {
+				return false
+			}
+			s.qos0Published()
+			return true
 		}
-		return true
+		return c.TryPublish(o.msg, s.publishDone(o))
 	})
+}
+
+// qos0Published ends a client's QoS 0 PUBLISH once written: nothing
+// answers it, the session need not hear of it.
+func (s *session) qos0Published() {
+	s.g.stats.publishUp.Add(1)
+	s.outstanding.Add(-1)
 }
 
 // connHandler passes one upstream connection's messages and loss to its

@@ -378,8 +378,8 @@ func (s *connState) publish(ctx context.Context, lim serverLimits, topic string,
 // told the outcome as for publish). When it reports false nothing was
 // sent, and publish will tell why or wait.
 func (s *connState) tryPublish(lim serverLimits, topic string, payload []byte, qos byte, retain bool, done func(error)) bool {
-	if s.raw.raw == nil {
-		return false // TLS: every write may wait
+	if !s.raw.canTry() {
+		return false // TLS, or no raw writes here: every write may wait
 	}
 	sent, _ := s.send(context.Background(), lim, topic, payload, qos, retain, done, false)
 	return sent

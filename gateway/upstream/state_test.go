@@ -354,6 +354,45 @@ func TestTryWrite(t *testing.T) {
 	t.Logf("%d octets taken before the socket was full", len(want)-len(after))
 }
 
+// TestConnWriterDoesNotAllocate: on the per-message path, a packet taken
+// at once and a read of what the peer sent allocate nothing (the raw
+// calls are bound once per connection; where they are not available,
+// the test skips).
+func TestConnWriterDoesNotAllocate(t *testing.T) {
+	nc, peer := tcpPair(t)
+	w := newConnWriter(nc)
+	if !w.canTry() {
+		t.Skip("no raw system calls on this platform")
+	}
+	pkt := []byte{0x30, 4, 0, 1, 't', 'x'} // a QoS 0 PUBLISH of "x" to "t"
+	in := make([]byte, 64)
+	var failed error
+	allocs := testing.AllocsPerRun(200, func() {
+		if !w.tryWrite(pkt) {
+			failed = errors.New("tryWrite refused a packet on an empty socket")
+			return
+		}
+		if _, err := io.ReadFull(peer, in[:len(pkt)]); err != nil {
+			failed = err
+			return
+		}
+		if _, err := peer.Write(pkt); err != nil {
+			failed = err
+			return
+		}
+		if _, err := w.Read(in); err != nil {
+			failed = err
+		}
+	})
+	if failed != nil {
+		t.Fatal(failed)
+	}
+	// The peer's own reads and writes (net's) allocate nothing either.
+	if allocs != 0 {
+		t.Errorf("a write and a read allocate %.1f times, want 0", allocs)
+	}
+}
+
 // TestAckNeverWaits: acknowledgements written while the socket is full
 // (the broker stopped reading) return at once, and reach the broker in
 // order, after what was written before, once it reads again.

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"io"
 	"net"
 	"sync"
 	"syscall"
@@ -13,29 +14,44 @@ import (
 // (through packetConn), connState, timerPinger — writes through it.
 type connWriter struct {
 	net.Conn
-	mu   sync.Mutex
-	raw  syscall.RawConn // nil when the connection has no descriptor of its own (TLS)
-	read rawRead         // raw read(2) calls where the platform allows (see rawRead)
+	mu sync.Mutex
+	// Raw system calls where the platform and the connection allow them
+	// (not TLS, which has no descriptor of its own): fn nil otherwise.
+	rd rawCall // paho's reader, through packetConn
+	wr rawCall // tryWrite, holding mu
 }
 
 func newConnWriter(nc net.Conn) *connWriter {
 	w := &connWriter{Conn: nc}
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
-			w.raw = raw
-			w.read.init(raw)
+			w.rd.initRead(raw)
+			w.wr.initWrite(raw)
 		}
 	}
 	return w
 }
 
+// canTry reports whether tryWrite can ever take a packet.
+func (w *connWriter) canTry() bool { return w.wr.fn != nil }
+
 // Read reads from the connection (only paho's reader does, through
-// packetConn).
+// packetConn): what is there, at least one octet; io.EOF when the peer
+// closed the connection.
 func (w *connWriter) Read(b []byte) (int, error) {
-	if w.read.fn == nil {
+	if w.rd.fn == nil || len(b) == 0 {
 		return w.Conn.Read(b)
 	}
-	return w.read.into(b)
+	n, errno, err := w.rd.do(b)
+	switch {
+	case err != nil:
+		return 0, err
+	case errno != 0:
+		return 0, &net.OpError{Op: "read", Net: "tcp", Err: errno}
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
 }
 
 // Write writes b whole, waiting for the socket as long as it takes.
@@ -52,11 +68,11 @@ func (w *connWriter) Write(b []byte) (int, error) {
 // until it is done, so that nothing comes between; a failure there closes
 // the connection, whose reader reports the loss.
 func (w *connWriter) tryWrite(b []byte) bool {
-	if w.raw == nil || !w.mu.TryLock() {
+	if !w.canTry() || len(b) == 0 || !w.mu.TryLock() {
 		return false
 	}
-	n := writeOnce(w.raw, b)
-	if n <= 0 {
+	n, errno, err := w.wr.do(b)
+	if err != nil || errno != 0 || n <= 0 { // EAGAIN: the send buffer is full; other errors the waiting write reports
 		w.mu.Unlock()
 		return false
 	}

@@ -4,12 +4,11 @@ package upstream
 
 import "syscall"
 
-// writeOnce is not available here: every write waits (connWriter.Write).
-func writeOnce(syscall.RawConn, []byte) int { return -1 }
+// rawCall is Linux only: elsewhere connWriter reads through net.Conn, and
+// every write waits (fn stays nil).
+type rawCall struct{ fn func(uintptr) bool }
 
-// rawRead is not available here: connWriter reads through net.Conn.
-type rawRead struct{ fn func(uintptr) bool }
+func (*rawCall) initRead(syscall.RawConn)  {}
+func (*rawCall) initWrite(syscall.RawConn) {}
 
-func (*rawRead) init(syscall.RawConn) {}
-
-func (*rawRead) into([]byte) (int, error) { panic("upstream: rawRead without a platform") }
+func (*rawCall) do([]byte) (int, syscall.Errno, error) { panic("upstream: rawCall without a platform") }
