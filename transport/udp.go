@@ -258,6 +258,10 @@ func (p *errorPacer) failed(done <-chan struct{}) bool {
 // reset records a successful read.
 func (p *errorPacer) reset() { p.inRow, p.delay = 0, 0 }
 
+// errNotRaw: a datagram the raw sender leaves to net's own write (see
+// rawSender.send).
+var errNotRaw = errors.New("not for a raw send")
+
 // WriteTo sends b as one datagram to addr. It is safe for concurrent use,
 // does not retain b and does not allocate on success.
 //

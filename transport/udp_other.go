@@ -3,7 +3,6 @@
 package transport
 
 import (
-	"errors"
 	"net"
 	"net/netip"
 )
@@ -12,11 +11,9 @@ import (
 // socketcall): elsewhere net's read is used.
 func rawReader(*net.UDPConn) readFunc { return nil }
 
-// rawSender is Linux only: elsewhere net's write is used.
+// rawSender likewise: elsewhere net's write is used.
 type rawSender struct{}
 
 func newRawSender(*net.UDPConn) *rawSender { return nil }
-
-var errNotRaw = errors.New("not for a raw send")
 
 func (*rawSender) send([]byte, netip.AddrPort) error { return errNotRaw }

@@ -3,7 +3,6 @@
 package transport
 
 import (
-	"errors"
 	"net"
 	"net/netip"
 	"strconv"
@@ -123,9 +122,6 @@ func newRawSender(conn *net.UDPConn) *rawSender {
 	}
 	return s
 }
-
-// errNotRaw: the datagram is for net's own write (see send).
-var errNotRaw = errors.New("not for a raw send")
 
 // send writes b to addr; errNotRaw when it leaves that to net: an empty
 // datagram, a zone that is not a number, an IPv6 peer of an IPv4 socket.
