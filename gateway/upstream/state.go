@@ -272,15 +272,23 @@ func (s *connState) ackReceived(kind byte, id uint16, rc byte) {
 		}
 		// A refusal ends a QoS 2 exchange at PUBREC.
 	}
+	f, ok := s.land(id)
+	s.mu.Unlock()
+	if ok && f.done != nil {
+		f.done(publishOutcome(f.topic, rc, nil))
+	}
+}
+
+// land ends the flight of identifier id, if there is one, freeing its
+// identifier and its place under the broker's Receive Maximum; s.mu is
+// held.
+func (s *connState) land(id uint16) (flight, bool) {
 	f, ok := s.flights[id]
 	if ok {
 		delete(s.flights, id)
 		s.signalRoom()
 	}
-	s.mu.Unlock()
-	if ok && f.done != nil {
-		f.done(publishOutcome(f.topic, rc, nil))
-	}
+	return f, ok
 }
 
 // Ack ignores paho's automatic acknowledgement of a broker message: ack
@@ -411,11 +419,7 @@ func (s *connState) send(ctx context.Context, lim serverLimits, topic string, pa
 	}
 	// Not written: the broker will never answer this identifier.
 	s.mu.Lock()
-	f, flying := s.flights[id]
-	if flying {
-		delete(s.flights, id)
-		s.signalRoom()
-	}
+	f, flying := s.land(id)
 	s.mu.Unlock()
 	if !flying || f.done == nil {
 		return true, nil // the connection ended, or the timeout was told, meanwhile: done knows
