@@ -91,7 +91,7 @@ type session struct {
 	quitOnce sync.Once
 	stopping atomic.Bool     // stop was called: quit is closed
 	runMu    sync.Mutex      // guards running
-	running  bool            // a run goroutine is (or is about to be) running
+	running  bool            // the session has an owner (see claim, park)
 	replaced atomic.Bool     // another client now owns this session's address
 	owner    string          // the authenticated identity that owns the session; guarded by g.mu
 	ctx      context.Context // cancelled when the session ends; bounds upstream requests

@@ -19,13 +19,14 @@ const readBuffer = 256
 // packetConn is the broker connection as paho sees it. Reads go through a
 // small buffer, and acknowledgements (PUBACK, PUBREC, PUBREL, PUBCOMP) are
 // taken out of the stream and handed to acks on the reading goroutine:
-// the gateway publishes without paho, so paho has nothing to do with them,
-// and decoding them its way costs allocations and a hand-off each. Writes are gathered into whole packets: paho writes a
-// packet as several pieces (fixed header, variable header, payload), which
-// on the bare connection is one writev, but through any wrapper becomes one
-// write per piece — more system calls, and pieces of packets written by two
-// goroutines could interleave. packetConn holds the pieces until the packet
-// is complete, by its own length, and writes it with one call.
+// the gateway publishes without paho, so paho has nothing to do with
+// them, and decoding them its way costs allocations and a hand-off each.
+// Writes are gathered into whole packets: paho writes a packet as several
+// pieces (fixed header, variable header, payload), which on the bare
+// connection is one writev, but through any wrapper becomes one write per
+// piece — more system calls, and pieces of packets written by two
+// goroutines could interleave. packetConn holds the pieces until the
+// packet is complete, by its own length, and writes it with one call.
 //
 // Only paho's packets go through Write, and paho writes them from the
 // goroutine that calls its methods, which the gateway does from one
