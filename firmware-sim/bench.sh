@@ -5,7 +5,12 @@
 # TCP), runs one firmware-sim scenario against it, and reads the CPU time
 # of the gateway and of mosquitto from /proc/PID/stat over the run. The
 # "direct" cases send the same load straight to mosquitto (firmware-sim
-# -direct), without a gateway: the baseline.
+# -direct), without a gateway: the baseline. The "floor" cases put
+# firmware-sim/floor in the gateway's place (the system calls a transparent
+# gateway must make per message, made the gateway's way, and nothing else);
+# "floorc" does the same for QoS 0 in C (testdata/floor/floor.c, with a
+# blocking read): what is left of the gateway's cost once the gateway's own
+# work is taken out.
 #
 #   firmware-sim/bench.sh                 # every case, once
 #   RUNS=3 firmware-sim/bench.sh q1-100   # one case, three times
@@ -28,6 +33,8 @@ trap 'pkill -P $$ 2>/dev/null || true; kill $(cat "$work"/*.pid 2>/dev/null) 2>/
 
 go build -o "$work/gw" ./cmd/mqttsn-gateway
 go build -o "$work/sim" ./firmware-sim
+go build -o "$work/floor" ./firmware-sim/floor
+cc -O2 -o "$work/floorc" testdata/floor/floor.c 2>/dev/null || echo "bench.sh: no C compiler: the floorc cases are left out" >&2
 mosq=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 [ -x "$mosq" ] || { echo "bench.sh: mosquitto is not installed (apt-get install mosquitto)" >&2; exit 1; }
 
@@ -56,13 +63,17 @@ CONF
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system, in 1/100 s
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; } # KiB
 
-start() { # start mosquitto and, unless $1 is "direct", the gateway
+start() { # start mosquitto and, unless $1 is "direct", the gateway (or its floor)
 	"$mosq" -c "$work/mosquitto.conf" 2>"$work/mosquitto.log" &
 	echo $! >"$work/mosquitto.pid"
 	sleep 0.3
 	kill -0 "$(cat "$work/mosquitto.pid")" 2>/dev/null || { cat "$work/mosquitto.log" >&2; exit 1; }
 	if [ "$1" != direct ]; then
-		"$work/gw" -config "$work/gateway.toml" 2>"$work/gateway.log" &
+		case "$1" in
+		gateway) "$work/gw" -config "$work/gateway.toml" 2>"$work/gateway.log" & ;;
+		floor) "$work/floor" -listen 127.0.0.1:11884 -broker 127.0.0.1:11883 2>"$work/gateway.log" & ;;
+		floorc) "$work/floorc" 11884 11883 2>"$work/gateway.log" & ;;
+		esac
 		echo $! >"$work/gateway.pid"
 		sleep 0.5
 		kill -0 "$(cat "$work/gateway.pid")" 2>/dev/null || { cat "$work/gateway.log" >&2; exit 1; }
@@ -80,12 +91,15 @@ cases=(
 	"q0-10     direct  burst.toml      10"
 	"q0-100    gateway burst.toml      100"
 	"q0-100    direct  burst.toml      100"
+	"q0-100    floor   burst.toml      100"
+	"q0-100    floorc  burst.toml      100"
 	"q0-1000   gateway burst.toml      1000"
 	"q0-1000   direct  burst.toml      1000"
 	"q1-10     gateway burst-qos1.toml 10"
 	"q1-10     direct  burst-qos1.toml 10"
 	"q1-100    gateway burst-qos1.toml 100"
 	"q1-100    direct  burst-qos1.toml 100"
+	"q1-100    floor   burst-qos1.toml 100"
 	"q1-1000   gateway burst-qos1.toml 1000"
 	"q1-1000   direct  burst-qos1.toml 1000"
 	"down-1000 gateway downlink.toml   1000"
@@ -98,6 +112,7 @@ for run in $(seq "$RUNS"); do
 	for c in "${cases[@]}"; do
 		read -r name mode scenario sensors <<<"$c"
 		if [ $# -gt 0 ] && [[ " $* " != *" $name "* ]]; then continue; fi
+		if [ "$mode" = floorc ] && [ ! -x "$work/floorc" ]; then continue; fi
 		start "$mode"
 		args=(-scenario "testdata/scenarios/$scenario" -sensors "$sensors" -duration "$DURATION" -json -quiet
 			-gateway 127.0.0.1:11884 -broker tcp://127.0.0.1:11883)
