@@ -103,8 +103,11 @@ func newRawSender(conn *net.UDPConn) *rawSender {
 	if err != nil {
 		return nil
 	}
-	var local syscall.Sockaddr
-	if err := rc.Control(func(fd uintptr) { local, err = syscall.Getsockname(int(fd)) }); err != nil || local == nil {
+	var (
+		local   syscall.Sockaddr
+		nameErr error
+	)
+	if err := rc.Control(func(fd uintptr) { local, nameErr = syscall.Getsockname(int(fd)) }); err != nil || nameErr != nil {
 		return nil
 	}
 	s := &rawSender{rc: rc}

@@ -25,8 +25,8 @@ func newConnWriter(nc net.Conn) *connWriter {
 	w := &connWriter{Conn: nc}
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
-			w.rd.initRead(raw)
-			w.wr.initWrite(raw)
+			w.rd.init(raw, false)
+			w.wr.init(raw, true)
 		}
 	}
 	return w

@@ -25,10 +25,12 @@ type rawCall struct {
 	errno syscall.Errno
 }
 
-// initRead and initWrite make c read or write raw's descriptor.
-func (c *rawCall) initRead(raw syscall.RawConn) { c.raw, c.trap, c.fn = raw, syscall.SYS_READ, c.once }
-func (c *rawCall) initWrite(raw syscall.RawConn) {
-	c.raw, c.trap, c.fn = raw, syscall.SYS_WRITE, c.once
+// init makes c read (or, with write, write) raw's descriptor.
+func (c *rawCall) init(raw syscall.RawConn, write bool) {
+	c.raw, c.trap, c.fn = raw, syscall.SYS_READ, c.once
+	if write {
+		c.trap = syscall.SYS_WRITE
+	}
 }
 
 // do makes the call on b, which is not empty, and returns what it

@@ -8,7 +8,6 @@ import "syscall"
 // every write waits (fn stays nil).
 type rawCall struct{ fn func(uintptr) bool }
 
-func (*rawCall) initRead(syscall.RawConn)  {}
-func (*rawCall) initWrite(syscall.RawConn) {}
+func (*rawCall) init(syscall.RawConn, bool) {}
 
 func (*rawCall) do([]byte) (int, syscall.Errno, error) { panic("upstream: rawCall without a platform") }
