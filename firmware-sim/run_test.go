@@ -246,15 +246,11 @@ func TestObserverSubscriptionOptions(t *testing.T) {
 	ctx := context.Background()
 
 	// An earlier run left a retained message on the sensor's topic.
-	pub, err := newObserver(ctx, url, "earlier-"+t.Name(), 1, newEnv("run1"), nil, nil, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Publish waits until the broker has handed the message to the
+	// subscribers it has: the observer, subscribing next, must get it only
+	// as retained (which it declines), not live as well.
 	payload := appendPayload(nil, payloadPrefix(s.clientID, e.nonce), 1, e.clk.micros(time.Now()), 1, true, 0)
-	if _, err := pub.client.Publish(ctx, &paho.Publish{Topic: "s/q1-1", QoS: 1, Retain: true, Payload: payload}); err != nil {
-		t.Fatal(err)
-	}
-	pub.close()
+	testbroker.NewObserver(t, url, "earlier-"+t.Name()).Publish("s/q1-1", payload, 1, true)
 
 	o, err := newObserver(ctx, url, "observer-"+t.Name(), 1, e, map[string]*sensor{s.clientID: s}, []string{"s/+"}, true)
 	if err != nil {

@@ -230,6 +230,9 @@ func TestSubscribeAndDeliver(t *testing.T) {
 				}
 				continue
 			}
+			if d.Ack == nil {
+				t.Fatalf("QoS %d delivery has no Ack", d.QoS)
+			}
 			d.Ack()
 		}
 

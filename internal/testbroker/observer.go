@@ -194,8 +194,9 @@ func (o *Observer) Subscribe(filter string, qos byte) {
 	}
 }
 
-// Publish publishes payload to topic and, for QoS 1 and 2, waits until the
-// broker has acknowledged it (PUBACK; PUBCOMP). It fails the test on an
+// Publish publishes payload to topic and waits until the broker has handed
+// it to the subscribers it has now (see Settle). For QoS 1 and 2 it also
+// checks the acknowledgement (PUBACK; PUBCOMP). It fails the test on an
 // error or a reason code of 0x80 or more.
 func (o *Observer) Publish(topic string, payload []byte, qos byte, retain bool) {
 	o.tb.Helper()
@@ -208,7 +209,29 @@ func (o *Observer) Publish(topic string, payload []byte, qos byte, retain bool) 
 	if pr != nil && pr.ReasonCode >= 0x80 {
 		o.tb.Fatalf("testbroker: observer %s: publish to %q q%d: reason code 0x%02X", o.clientID, topic, qos, pr.ReasonCode)
 	}
+	o.Settle()
 }
+
+// Settle waits until the broker has finished with every packet this
+// observer sent before it, by a round trip (UNSUBSCRIBE of a filter never
+// subscribed, UNSUBACK) that both brokers handle after those packets.
+//
+// A PUBACK alone does not say that: mochi acknowledges a QoS 1 PUBLISH before
+// it hands the message to subscribers, so a client that subscribes right
+// after the PUBACK can receive the message live as well as retained. Both
+// brokers read a connection's packets one at a time, so the answer to the
+// next packet comes after that hand-over.
+func (o *Observer) Settle() {
+	o.tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
+	defer cancel()
+	if _, err := o.client.Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{settleFilter}}); err != nil {
+		o.tb.Fatalf("testbroker: observer %s: settle: %v%s", o.clientID, err, o.lostSuffix())
+	}
+}
+
+// settleFilter is the filter Settle unsubscribes from; nothing subscribes to it.
+const settleFilter = "testbroker/settle"
 
 // Next returns the next received message, waiting at most timeout for one;
 // false if none arrived.
