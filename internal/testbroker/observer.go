@@ -221,11 +221,16 @@ func (o *Observer) Publish(topic string, payload []byte, qos byte, retain bool) 
 // after the PUBACK can receive the message live as well as retained. Both
 // brokers read a connection's packets one at a time, so the answer to the
 // next packet comes after that hand-over.
+//
+// Any UNSUBACK will do, whatever its reason code: mochi answers 0x91
+// (packet identifier in use) when paho picked an identifier that mochi uses
+// for a message of its own in flight to this observer (it does not keep
+// the two directions' identifiers apart).
 func (o *Observer) Settle() {
 	o.tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
 	defer cancel()
-	if _, err := o.client.Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{settleFilter}}); err != nil {
+	if ua, err := o.client.Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{settleFilter}}); err != nil && ua == nil {
 		o.tb.Fatalf("testbroker: observer %s: settle: %v%s", o.clientID, err, o.lostSuffix())
 	}
 }
