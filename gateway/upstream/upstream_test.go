@@ -328,6 +328,68 @@ func TestAckIsEndToEnd(t *testing.T) {
 	})
 }
 
+// TestPacketIDsPerDirection: the packet identifiers of the gateway's
+// requests and those of the broker's deliveries are apart (MQTT 5 §2.2.1):
+// a SUBSCRIBE or PUBLISH whose identifier equals that of a delivery not yet
+// acknowledged is a new request, and the delivery stays the broker's to
+// send again. The released embedded broker kept one identifier space for
+// both directions: it refused the SUBSCRIBE (0x91, identifier in use) and
+// the PUBLISH erased its own record of the delivery, which was then never
+// sent again.
+func TestPacketIDsPerDirection(t *testing.T) {
+	testbroker.ForEach(t, func(t *testing.T, url string) {
+		obs := testbroker.NewObserver(t, url, "observer")
+		up := newUpstream(t, upstream.Options{URL: url})
+		params := gateway.ConnectParams{ClientID: "ids", CleanStart: true, SessionExpiry: time.Minute}
+
+		// Each side numbers its packets from 1 on a new connection: the
+		// gateway's SUBSCRIBE takes 1, the broker's four deliveries 1 to 4,
+		// held unacknowledged.
+		h1 := newRecorder(t)
+		c := connect(t, up, params, h1)
+		if _, err := subscribe(c, "ids/#", 1); err != nil {
+			t.Fatal(err)
+		}
+		msgs := []string{"m1", "m2", "m3", "m4"}
+		for _, p := range msgs {
+			obs.Publish("ids/"+p, []byte(p), 1, false)
+			checkDelivery(t, h1.expectDelivery(wait), "ids/"+p, p, 1, false)
+		}
+		// The gateway's identifiers 2, 3 and 4.
+		if granted, err := subscribe(c, "other", 1); err != nil || granted != 1 {
+			t.Errorf("SUBSCRIBE with a delivery's identifier: granted %d, %v; want 1, nil", granted, err)
+		}
+		for _, q := range []byte{1, 2} {
+			if err := publish(c, gateway.Message{Topic: "up", Payload: []byte("u"), QoS: q}); err != nil {
+				t.Errorf("QoS %d PUBLISH with a delivery's identifier: %v", q, err)
+			}
+		}
+		c.Drop()
+
+		// The four deliveries, none acknowledged, come again.
+		params.CleanStart = false
+		h2 := newRecorder(t)
+		c = connect(t, up, params, h2)
+		again := map[string]*gateway.Delivery{}
+		for range msgs {
+			d, ok := h2.nextDelivery(wait)
+			if !ok {
+				break
+			}
+			again[string(d.Payload)] = d
+		}
+		for _, p := range msgs {
+			if d := again[p]; d == nil {
+				t.Errorf("%s was not delivered again (got %d)", p, len(again))
+			} else {
+				checkDelivery(t, d, "ids/"+p, p, 1, false)
+				d.Ack()
+			}
+		}
+		c.Disconnect(true)
+	})
+}
+
 // TestWill: Drop makes the broker publish the Will; Disconnect does not.
 func TestWill(t *testing.T) {
 	testbroker.ForEach(t, func(t *testing.T, url string) {
@@ -838,12 +900,21 @@ func (r *recorder) Lost(err error) {
 // within timeout.
 func (r *recorder) expectDelivery(timeout time.Duration) *gateway.Delivery {
 	r.t.Helper()
+	d, ok := r.nextDelivery(timeout)
+	if !ok {
+		r.t.Fatalf("no delivery within %v", timeout)
+	}
+	return d
+}
+
+// nextDelivery returns the next delivery, or false if none comes within
+// timeout.
+func (r *recorder) nextDelivery(timeout time.Duration) (*gateway.Delivery, bool) {
 	select {
 	case d := <-r.deliveries:
-		return d
+		return d, true
 	case <-time.After(timeout):
-		r.t.Fatalf("no delivery within %v", timeout)
-		return nil
+		return nil, false
 	}
 }
 

@@ -222,10 +222,10 @@ func (o *Observer) Publish(topic string, payload []byte, qos byte, retain bool) 
 // brokers read a connection's packets one at a time, so the answer to the
 // next packet comes after that hand-over.
 //
-// Any UNSUBACK will do, whatever its reason code: mochi answers 0x91
-// (packet identifier in use) when paho picked an identifier that mochi uses
-// for a message of its own in flight to this observer (it does not keep
-// the two directions' identifiers apart).
+// Any UNSUBACK will do, whatever its reason code: it is its place in the
+// stream that counts. (The released mochi answered 0x91, identifier in use,
+// when paho picked the identifier of a message mochi had in flight to this
+// observer; third_party/mochi-mqtt-server keeps the directions apart.)
 func (o *Observer) Settle() {
 	o.tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)

@@ -147,6 +147,7 @@ type ClientState struct {
 	TopicAliases    TopicAliases       // a map of topic aliases
 	stopCause       atomic.Value       // reason for stopping
 	Inflight        *Inflight          // a map of in-flight qos messages
+	Received        *Inflight          // the client's QoS 2 PUBLISHes awaiting PUBREL, by the client's packet ids (patched: they were in Inflight)
 	Subscriptions   *Subscriptions     // a map of the subscription filters a client maintains
 	disconnected    int64              // the time the client disconnected in unix time, for calculating expiry
 	outbound        outQueue           // queue for pending outbound packets (patched: was a channel)
@@ -167,6 +168,7 @@ func newClient(c net.Conn, o *ops) *Client {
 	cl := &Client{
 		State: ClientState{
 			Inflight:      NewInflights(),
+			Received:      NewInflights(),
 			Subscriptions: NewSubscriptions(),
 			TopicAliases:  NewTopicAliases(o.options.Capabilities.TopicAliasMaximum),
 			open:          ctx,
@@ -367,11 +369,13 @@ func (cl *Client) NextPacketID() (i uint32, err error) {
 
 // ResendInflightMessages attempts to resend any pending inflight messages to connected clients.
 func (cl *Client) ResendInflightMessages(force bool) error {
-	if cl.State.Inflight.Len() == 0 {
+	if cl.State.Inflight.Len() == 0 && cl.State.Received.Len() == 0 {
 		return nil
 	}
 
-	for _, tk := range cl.State.Inflight.GetAll(false) {
+	// Patched: the PUBRECs of Received are sent again too, as they were
+	// when they were kept in Inflight; they stay until the PUBREL.
+	for _, tk := range append(cl.State.Inflight.GetAll(false), cl.State.Received.GetAll(false)...) {
 		if tk.FixedHeader.Type == packets.Publish {
 			tk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
 		}
@@ -395,10 +399,12 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 
 // ClearInflights deletes all inflight messages for the client, e.g. for a disconnected user with a clean session.
 func (cl *Client) ClearInflights() {
-	for _, tk := range cl.State.Inflight.GetAll(false) {
-		if ok := cl.State.Inflight.Delete(tk.PacketID); ok {
-			cl.ops.hooks.OnQosDropped(cl, tk)
-			atomic.AddInt64(&cl.ops.info.Inflight, -1)
+	for _, in := range []*Inflight{cl.State.Inflight, cl.State.Received} {
+		for _, tk := range in.GetAll(false) {
+			if ok := in.Delete(tk.PacketID); ok {
+				cl.ops.hooks.OnQosDropped(cl, tk)
+				atomic.AddInt64(&cl.ops.info.Inflight, -1)
+			}
 		}
 	}
 }
@@ -406,18 +412,20 @@ func (cl *Client) ClearInflights() {
 // ClearExpiredInflights deletes any inflight messages which have expired.
 func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 	deleted := []uint16{}
-	for _, tk := range cl.State.Inflight.GetAll(false) {
-		expired := tk.ProtocolVersion == 5 && tk.Expiry > 0 && tk.Expiry < now // [MQTT-3.3.2-5]
+	for _, in := range []*Inflight{cl.State.Inflight, cl.State.Received} {
+		for _, tk := range in.GetAll(false) {
+			expired := tk.ProtocolVersion == 5 && tk.Expiry > 0 && tk.Expiry < now // [MQTT-3.3.2-5]
 
-		// If the maximum message expiry interval is set (greater than 0), and the message
-		// retention period exceeds the maximum expiry, the message will be forcibly removed.
-		enforced := maximumExpiry > 0 && now-tk.Created > maximumExpiry
+			// If the maximum message expiry interval is set (greater than 0), and the message
+			// retention period exceeds the maximum expiry, the message will be forcibly removed.
+			enforced := maximumExpiry > 0 && now-tk.Created > maximumExpiry
 
-		if expired || enforced {
-			if ok := cl.State.Inflight.Delete(tk.PacketID); ok {
-				cl.ops.hooks.OnQosDropped(cl, tk)
-				atomic.AddInt64(&cl.ops.info.Inflight, -1)
-				deleted = append(deleted, tk.PacketID)
+			if expired || enforced {
+				if ok := in.Delete(tk.PacketID); ok {
+					cl.ops.hooks.OnQosDropped(cl, tk)
+					atomic.AddInt64(&cl.ops.info.Inflight, -1)
+					deleted = append(deleted, tk.PacketID)
+				}
 			}
 		}
 	}
