@@ -944,9 +944,9 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		ack = s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.CodeSuccess) // [MQTT-3.3.4-1] [MQTT-4.3.3-8]
 	}
 
-	// Patched: a QoS 1 PUBACK is no longer put in Inflight and taken out
-	// again (it replaced, then deleted, the server's message of the same
-	// id); a QoS 2 PUBREC waits for the PUBREL in Received.
+	// Patched: a QoS 1 PUBACK is no longer put in Inflight, where it went
+	// under the client's id among the server's, and taken out again; a
+	// QoS 2 PUBREC waits for the PUBREL in Received.
 	if pk.FixedHeader.Qos == 1 {
 		s.hooks.OnQosPublish(cl, ack, ack.Created, 0)
 	} else if ok := cl.State.Received.Set(ack); ok {
@@ -956,6 +956,9 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 
 	err = cl.WritePacket(ack)
 	if err != nil {
+		if pk.FixedHeader.Qos == 1 {
+			s.hooks.OnQosDropped(cl, ack) // nothing keeps it: close what OnQosPublish opened
+		}
 		return err
 	}
 
