@@ -7,9 +7,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
-	"github.com/rs/zerolog"
 
-	"github.com/sensorgate/mqttsn-gateway/gateway/broker"
 	"github.com/sensorgate/mqttsn-gateway/internal/testbroker"
 )
 
@@ -22,31 +20,15 @@ import (
 // (third_party/mochi-mqtt-server, ClientState.Received): carried to the new
 // connection and resent there.
 func TestQoS2ReceiptSurvivesReconnect(t *testing.T) {
-	b, err := broker.Start("127.0.0.1:0", zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
+	b := startBroker(t)
 	obs := testbroker.NewObserver(t, "tcp://"+b.Addr().String(), "observer")
 	obs.Subscribe("q2/#", 2)
 
 	expiry := uint32(60)
 	dial := func(clean bool) (net.Conn, *bufio.Reader, *packets.Connack) {
 		t.Helper()
-		c, err := net.Dial("tcp", b.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = c.Close() })
-		r := bufio.NewReader(c)
-		writePacket(t, c, &packets.Connect{ProtocolName: "MQTT", ProtocolVersion: 5, ClientID: "q2", CleanStart: clean, KeepAlive: 60,
+		return dialRaw(t, b, &packets.Connect{ProtocolName: "MQTT", ProtocolVersion: 5, ClientID: "q2", CleanStart: clean, KeepAlive: 60,
 			Properties: &packets.Properties{SessionExpiryInterval: &expiry}})
-		cp := readPacket(t, c, r)
-		ca, ok := cp.Content.(*packets.Connack)
-		if !ok || ca.ReasonCode != 0 {
-			t.Fatalf("got %v, want CONNACK 0x00", cp)
-		}
-		return c, r, ca
 	}
 
 	c, r, _ := dial(true)

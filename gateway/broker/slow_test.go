@@ -23,24 +23,10 @@ import (
 // dropped them too, rolling them out of flight, when its per-client
 // channel of pending writes was full.)
 func TestSlowSubscriberKeepsQoS1(t *testing.T) {
-	b, err := broker.Start("127.0.0.1:0", zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-
-	sub, err := net.Dial("tcp", b.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	r := bufio.NewReader(sub)
+	b := startBroker(t)
 	recvMax := uint16(20)
-	writePacket(t, sub, &packets.Connect{ProtocolName: "MQTT", ProtocolVersion: 5, ClientID: "slow", CleanStart: true, KeepAlive: 60,
+	sub, r, _ := dialRaw(t, b, &packets.Connect{ProtocolName: "MQTT", ProtocolVersion: 5, ClientID: "slow", CleanStart: true, KeepAlive: 60,
 		Properties: &packets.Properties{ReceiveMaximum: &recvMax}})
-	if cp := readPacket(t, sub, r); cp.Type != packets.CONNACK {
-		t.Fatalf("got packet type %d, want CONNACK", cp.Type)
-	}
 	writePacket(t, sub, &packets.Subscribe{PacketID: 1, Subscriptions: []packets.SubOptions{{Topic: "slow/#", QoS: 1}}, Properties: &packets.Properties{}})
 	if cp := readPacket(t, sub, r); cp.Type != packets.SUBACK {
 		t.Fatalf("got packet type %d, want SUBACK", cp.Type)
@@ -81,6 +67,38 @@ func TestSlowSubscriberKeepsQoS1(t *testing.T) {
 		t.Errorf("QoS 1 messages received %v, want %v", got, want)
 	}
 	t.Logf("%d of 1800 QoS 0 messages arrived before the last QoS 1", qos0)
+}
+
+// startBroker starts an embedded broker on a free loopback port and closes
+// it in t's cleanup.
+func startBroker(t *testing.T) *broker.Broker {
+	t.Helper()
+	b, err := broker.Start("127.0.0.1:0", zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+// dialRaw connects to b over TCP, sends connect and fails the test unless
+// the answer is a CONNACK with reason code 0x00. The connection is closed in
+// t's cleanup.
+func dialRaw(t *testing.T, b *broker.Broker, connect *packets.Connect) (net.Conn, *bufio.Reader, *packets.Connack) {
+	t.Helper()
+	c, err := net.Dial("tcp", b.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	r := bufio.NewReader(c)
+	writePacket(t, c, connect)
+	cp := readPacket(t, c, r)
+	ca, ok := cp.Content.(*packets.Connack)
+	if !ok || ca.ReasonCode != 0 {
+		t.Fatalf("got %v, want CONNACK 0x00", cp)
+	}
+	return c, r, ca
 }
 
 func writePacket(t *testing.T, c net.Conn, p io.WriterTo) {
