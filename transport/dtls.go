@@ -28,6 +28,10 @@ import (
 const (
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultMaxHandshakes    = 256
+	// DefaultIdleTimeout is longer than any silence MQTT-SN allows a
+	// client: a keep-alive or sleep Duration of 65,535 s (18.2 h), with the
+	// usual tolerance of one and a half times that.
+	DefaultIdleTimeout = 28 * time.Hour
 )
 
 // MaxDTLSDatagram bounds DTLSOptions.MaxDatagram. pion/dtls reads every
@@ -124,6 +128,13 @@ type DTLSOptions struct {
 	// starve established associations. Zero means DefaultMaxHandshakes.
 	MaxHandshakes int
 
+	// IdleTimeout closes an established association whose peer has sent no
+	// application data for that long, with a close_notify alert: a peer
+	// that went away without one (a sensor rebooted onto a new source port,
+	// say) leaves nothing behind for ever. A peer that comes back later
+	// handshakes again. Zero means DefaultIdleTimeout.
+	IdleTimeout time.Duration
+
 	// OnHandshakeError, if not nil, is called once for every handshake that
 	// fails or times out, with the peer's address and the reason. It runs on
 	// the handshake's goroutine, possibly concurrently with other calls, and
@@ -156,6 +167,9 @@ func (o DTLSOptions) validate() error {
 	}
 	if o.HandshakeTimeout < 0 {
 		errs = append(errs, fmt.Errorf("HandshakeTimeout %v is negative", o.HandshakeTimeout))
+	}
+	if o.IdleTimeout < 0 {
+		errs = append(errs, fmt.Errorf("IdleTimeout %v is negative", o.IdleTimeout))
 	}
 	if o.MaxHandshakes < 0 {
 		errs = append(errs, fmt.Errorf("MaxHandshakes %d is negative", o.MaxHandshakes))
@@ -191,6 +205,7 @@ type DTLSStats struct {
 	HandshakesInProgress int    // handshakes in progress now
 	Associations         int    // established associations open now
 	Replaced             uint64 // associations closed because their peer completed a new handshake from the same address
+	IdleClosed           uint64 // associations closed because their peer sent nothing for IdleTimeout
 	AddressChanges       uint64 // times a connection-ID association followed its peer to a new address
 	Received             uint64 // decrypted datagrams handed to the handler
 	OversizeDropped      uint64 // datagrams dropped for being larger than MaxDatagram (decrypted) or the raw limit
@@ -275,6 +290,7 @@ type DTLSListener struct {
 	maxDatagram int
 	rawLimit    int // largest raw datagram routed
 	timeout     time.Duration
+	idle        time.Duration // IdleTimeout
 	maxHS       int
 	onError     func(netip.AddrPort, error)
 	serverOpts  []dtls.ServerOption
@@ -302,6 +318,7 @@ type DTLSListener struct {
 	handshakesFailed  atomic.Uint64
 	handshakesDropped atomic.Uint64
 	replaced          atomic.Uint64
+	idleClosed        atomic.Uint64
 	addressChanges    atomic.Uint64
 	received          atomic.Uint64
 	oversizeDropped   atomic.Uint64
@@ -329,6 +346,9 @@ func ListenDTLS(addr string, opts DTLSOptions) (*DTLSListener, error) {
 	if opts.MaxHandshakes == 0 {
 		opts.MaxHandshakes = DefaultMaxHandshakes
 	}
+	if opts.IdleTimeout == 0 {
+		opts.IdleTimeout = DefaultIdleTimeout
+	}
 
 	conn, local, err := openSocket("dtls", addr, opts.ReadBuffer, 0)
 	if err != nil {
@@ -345,6 +365,7 @@ func ListenDTLS(addr string, opts DTLSOptions) (*DTLSListener, error) {
 		maxDatagram: opts.MaxDatagram,
 		rawLimit:    rawLimit,
 		timeout:     opts.HandshakeTimeout,
+		idle:        opts.IdleTimeout,
 		maxHS:       opts.MaxHandshakes,
 		onError:     opts.OnHandshakeError,
 		serverOpts:  serverOptions(opts),
@@ -546,17 +567,32 @@ func (l *DTLSListener) run(p *dtlsAssoc, h Handler) {
 		return
 	}
 
+	// The read deadline is the idle limit. It is moved only when it
+	// passes, to IdleTimeout after the latest datagram, so a busy
+	// association re-arms pion's deadline timer once per IdleTimeout, not
+	// once per datagram.
 	buf := make([]byte, l.rawLimit)
+	lastRead := time.Now()
+	_ = p.conn.SetReadDeadline(lastRead.Add(l.idle))
 	for {
 		n, err := p.conn.Read(buf)
 		if err != nil {
 			if p.pc.isClosed() || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, dtls.ErrConnClosed) {
 				return
 			}
+			if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+				if time.Since(lastRead) >= l.idle {
+					l.idleClosed.Add(1)
+					return // finish closes it, with a close_notify
+				}
+				_ = p.conn.SetReadDeadline(lastRead.Add(l.idle))
+				continue
+			}
 			// Non-fatal alerts and similar: pion keeps the association.
 			l.readErrors.Add(1)
 			continue
 		}
+		lastRead = time.Now()
 		if n > l.maxDatagram {
 			l.oversizeDropped.Add(1)
 			continue
@@ -762,6 +798,7 @@ func (l *DTLSListener) Stats() DTLSStats {
 		HandshakesInProgress: hs,
 		Associations:         as,
 		Replaced:             l.replaced.Load(),
+		IdleClosed:           l.idleClosed.Load(),
 		AddressChanges:       l.addressChanges.Load(),
 		Received:             l.received.Load(),
 		OversizeDropped:      l.oversizeDropped.Load(),

@@ -371,8 +371,8 @@ func TestDTLSOptionsValidate(t *testing.T) {
 		{"nothing", DTLSOptions{}, []string{"neither PSK nor Certificates"}},
 		{"all at once", DTLSOptions{
 			MaxDatagram: MaxDTLSDatagram + 1, ReadBuffer: -1, PSK: pskFor, ClientCAs: pki.roots,
-			RequireClientCert: true, HandshakeTimeout: -1, MaxHandshakes: -1,
-		}, []string{"MaxDatagram", "ReadBuffer", "ClientCAs is set but Certificates is empty", "HandshakeTimeout", "MaxHandshakes"}},
+			RequireClientCert: true, HandshakeTimeout: -1, MaxHandshakes: -1, IdleTimeout: -1,
+		}, []string{"MaxDatagram", "ReadBuffer", "ClientCAs is set but Certificates is empty", "HandshakeTimeout", "MaxHandshakes", "IdleTimeout"}},
 		{"require without CAs", DTLSOptions{Certificates: []tls.Certificate{pki.server}, RequireClientCert: true}, []string{"RequireClientCert needs ClientCAs"}},
 		{"bad key", DTLSOptions{Certificates: []tls.Certificate{rsaLike}}, []string{"Certificates[0]", "crypto.Signer"}},
 		{"empty certificate", DTLSOptions{Certificates: []tls.Certificate{{}}}, []string{"Certificates[0]: no certificate"}},
@@ -1168,6 +1168,51 @@ func TestDTLSAssociationClose(t *testing.T) {
 			t.Errorf("%d routes left with no peer", n)
 		}
 	})
+}
+
+// TestDTLSIdleTimeout: an association whose peer sends nothing for
+// IdleTimeout is closed, with a close_notify, and counted; one whose peer
+// keeps sending outlives several IdleTimeouts.
+func TestDTLSIdleTimeout(t *testing.T) {
+	const idle = time.Second
+	l := listenDTLS(t, "127.0.0.1:0", DTLSOptions{PSK: pskFor, IdleTimeout: idle})
+	h, got := recordingEcho(t)
+	serveDTLS(t, l, h)
+	dial := func(identity string) *dtls.Conn {
+		return mustDial(t, clientSocket(t, l.LocalAddr()), l.LocalAddr(), pskClient(identity, testPSK, dtls.TLS_PSK_WITH_AES_128_CCM_8)...)
+	}
+
+	quiet := dial("sensor-1")
+	mustRoundTrip(t, quiet, "once")
+	quietAssoc := asAssociation(t, nextReceived(t, got).s)
+	busy := dial("sensor-2")
+	mustRoundTrip(t, busy, "0")
+	busyAssoc := asAssociation(t, nextReceived(t, got).s)
+
+	for i, start := 1, time.Now(); time.Since(start) < 3*idle; i++ {
+		time.Sleep(idle / 5)
+		mustRoundTrip(t, busy, fmt.Sprint(i))
+	}
+	select {
+	case <-quietAssoc.Done():
+	default:
+		t.Fatalf("an association silent for 3×IdleTimeout is still open: %+v", l.Stats())
+	}
+	select {
+	case <-busyAssoc.Done():
+		t.Fatal("the association in use was closed")
+	default:
+	}
+	if err := quiet.SetReadDeadline(time.Now().Add(waitTimeout)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := quiet.Read(make([]byte, 64)); !errors.Is(err, io.EOF) {
+		t.Errorf("silent client's Read = %v, want io.EOF (close_notify)", err)
+	}
+	waitDTLS(t, l, "one association closed for idleness", func(s DTLSStats) bool {
+		return s.IdleClosed == 1 && s.Associations == 1 && s.ReadErrors == 0
+	})
+	checkRoutes(t, l)
 }
 
 // TestDTLSCloseEndsServe closes a listener with established associations and

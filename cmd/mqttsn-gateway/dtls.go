@@ -84,6 +84,7 @@ func dtlsOptions(cfg config.Config, psks *pskStore, log zerolog.Logger) (transpo
 		RequireClientCert: c.RequireClientCert,
 		ConnectionID:      c.ConnectionID,
 		HandshakeTimeout:  c.HandshakeTimeout,
+		IdleTimeout:       c.IdleTimeout,
 		MaxHandshakes:     c.MaxHandshakes,
 		OnHandshakeError: func(p netip.AddrPort, err error) {
 			log.Warn().Str("peer", p.String()).Err(err).Msg("DTLS handshake failed")

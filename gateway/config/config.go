@@ -100,6 +100,9 @@ type DTLSConfig struct {
 	ConnectionID bool
 	// HandshakeTimeout bounds one DTLS handshake, 1s..2m.
 	HandshakeTimeout time.Duration
+	// IdleTimeout closes an association whose sensor has sent nothing for
+	// that long, 1m..8760h; the sensor handshakes again when it comes back.
+	IdleTimeout time.Duration
 	// MaxHandshakes is how many handshakes may run at once, 1..100,000; a
 	// new handshake beyond it is dropped, so that a flood cannot starve the
 	// sensors already connected.
@@ -265,6 +268,7 @@ func Default() Config {
 			BindClientID:     true,
 			ConnectionID:     true,
 			HandshakeTimeout: 10 * time.Second,
+			IdleTimeout:      28 * time.Hour,
 			MaxHandshakes:    256,
 		},
 		Upstream: UpstreamConfig{

@@ -90,6 +90,7 @@ type rawDTLS struct {
 	BindClientID      value `toml:"bind_client_id"`
 	ConnectionID      value `toml:"connection_id"`
 	HandshakeTimeout  value `toml:"handshake_timeout"`
+	IdleTimeout       value `toml:"idle_timeout"`
 	MaxHandshakes     value `toml:"max_handshakes"`
 }
 
@@ -557,6 +558,7 @@ func (d *decoder) dtls(r rawDTLS, def DTLSConfig, udp []listenAddr) DTLSConfig {
 	}
 
 	c.HandshakeTimeout, _ = d.duration("dtls.handshake_timeout", r.HandshakeTimeout, def.HandshakeTimeout, time.Second, 2*time.Minute)
+	c.IdleTimeout, _ = d.duration("dtls.idle_timeout", r.IdleTimeout, def.IdleTimeout, time.Minute, 8760*time.Hour)
 	maxHandshakes, _ := d.integer("dtls.max_handshakes", r.MaxHandshakes, int64(def.MaxHandshakes), 1, 100_000)
 	c.MaxHandshakes = int(maxHandshakes)
 	return c

@@ -306,12 +306,13 @@ require_client_cert = true
 bind_client_id = false
 connection_id = false
 handshake_timeout = "2m"
+idle_timeout = "8760h"
 max_handshakes = 100_000`,
 			func(c *Config) {
 				c.DTLS = DTLSConfig{
 					Listen:   []string{"[::1]:5684", "127.0.0.1:5684", ":5685"},
 					CertFile: cert, KeyFile: key, ClientCAFile: ca, RequireClientCert: true,
-					HandshakeTimeout: 2 * time.Minute, MaxHandshakes: 100_000,
+					HandshakeTimeout: 2 * time.Minute, IdleTimeout: 8760 * time.Hour, MaxHandshakes: 100_000,
 				}
 			},
 		},
@@ -325,8 +326,10 @@ max_handshakes = 100_000`,
 		},
 		{
 			"lower bounds",
-			"[dtls]\nhandshake_timeout = \"1s\"\nmax_handshakes = 1",
-			func(c *Config) { c.DTLS.HandshakeTimeout, c.DTLS.MaxHandshakes = time.Second, 1 },
+			"[dtls]\nhandshake_timeout = \"1s\"\nidle_timeout = \"1m\"\nmax_handshakes = 1",
+			func(c *Config) {
+				c.DTLS.HandshakeTimeout, c.DTLS.IdleTimeout, c.DTLS.MaxHandshakes = time.Second, time.Minute, 1
+			},
 		},
 		{
 			"same port as udp, other host",
@@ -443,6 +446,8 @@ func TestParseDTLSErrors(t *testing.T) {
 		{"handshake timeout too long", "[dtls]\nhandshake_timeout = \"2m1s\"", []problem{{"dtls.handshake_timeout", `"2m1s" is out of range 1s..2m`}}},
 		{"handshake timeout integer", "[dtls]\nhandshake_timeout = 10", []problem{{"dtls.handshake_timeout", `must be a duration string such as "10s", not the integer 10`}}},
 		{"handshake timeout not a duration", "[dtls]\nhandshake_timeout = \"10\"", []problem{{"dtls.handshake_timeout", `"10" is not a duration`}}},
+		{"idle timeout too short", "[dtls]\nidle_timeout = \"59s\"", []problem{{"dtls.idle_timeout", `"59s" is out of range 1m..8760h`}}},
+		{"idle timeout too long", "[dtls]\nidle_timeout = \"8761h\"", []problem{{"dtls.idle_timeout", `"8761h" is out of range 1m..8760h`}}},
 		{"max handshakes 0", "[dtls]\nmax_handshakes = 0", []problem{{"dtls.max_handshakes", "0 is out of range 1..100000"}}},
 		{"max handshakes too many", "[dtls]\nmax_handshakes = 100001", []problem{{"dtls.max_handshakes", "100001 is out of range 1..100000"}}},
 		{"max handshakes string", "[dtls]\nmax_handshakes = \"256\"", []problem{{"dtls.max_handshakes", `must be an integer, not the string "256"`}}},
