@@ -50,6 +50,10 @@ const dtlsRecordOverhead = 128
 // (RFC 9146). It is fixed, so routing can find the CID in a record header.
 const cidLength = 8
 
+// idleGrace is how long an association found idle is read once more before
+// it is closed (see DTLSListener.run).
+const idleGrace = 20 * time.Millisecond
+
 // dtlsQueueLength is how many raw datagrams may wait for one peer's DTLS
 // state machine; beyond it the reader drops and counts (QueueDropped).
 const dtlsQueueLength = 8
@@ -128,11 +132,11 @@ type DTLSOptions struct {
 	// starve established associations. Zero means DefaultMaxHandshakes.
 	MaxHandshakes int
 
-	// IdleTimeout closes an established association whose peer has sent no
-	// application data for that long, with a close_notify alert: a peer
-	// that went away without one (a sensor rebooted onto a new source port,
-	// say) leaves nothing behind for ever. A peer that comes back later
-	// handshakes again. Zero means DefaultIdleTimeout.
+	// IdleTimeout closes an established association that has carried no
+	// application data either way for that long, with a close_notify
+	// alert: a peer that went away without one (a sensor rebooted onto a
+	// new source port, say) leaves nothing behind for ever. A peer that
+	// comes back later handshakes again. Zero means DefaultIdleTimeout.
 	IdleTimeout time.Duration
 
 	// OnHandshakeError, if not nil, is called once for every handshake that
@@ -262,8 +266,8 @@ type Association interface {
 	RemoteAddr() netip.AddrPort
 
 	// Done returns a channel that is closed when the association has ended:
-	// closed by either side, replaced by a new handshake from the same
-	// address, or closed with the listener. By then its reader has returned
+	// closed by either side, idle for IdleTimeout, replaced by a new
+	// handshake from the same address, or closed with the listener. By then its reader has returned
 	// and no more datagrams of it reach the Handler.
 	Done() <-chan struct{}
 
@@ -568,12 +572,16 @@ func (l *DTLSListener) run(p *dtlsAssoc, h Handler) {
 	}
 
 	// The read deadline is the idle limit. It is moved only when it
-	// passes, to IdleTimeout after the latest datagram, so a busy
-	// association re-arms pion's deadline timer once per IdleTimeout, not
-	// once per datagram.
+	// passes, to IdleTimeout after the latest datagram either way, so a
+	// busy association re-arms pion's deadline timer once per IdleTimeout,
+	// not once per datagram. When it passes idle, one more short read takes
+	// a record pion decrypted just as the deadline fired (pion's Read may
+	// report the deadline although a record waits).
 	buf := make([]byte, l.rawLimit)
 	lastRead := time.Now()
+	p.lastSent.Store(lastRead.UnixNano())
 	_ = p.conn.SetReadDeadline(lastRead.Add(l.idle))
+	graced := false
 	for {
 		n, err := p.conn.Read(buf)
 		if err != nil {
@@ -581,18 +589,28 @@ func (l *DTLSListener) run(p *dtlsAssoc, h Handler) {
 				return
 			}
 			if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
-				if time.Since(lastRead) >= l.idle {
+				last := lastRead
+				if sent := time.Unix(0, p.lastSent.Load()); sent.After(last) {
+					last = sent
+				}
+				switch {
+				case time.Since(last) < l.idle:
+					graced = false
+					_ = p.conn.SetReadDeadline(last.Add(l.idle))
+				case !graced:
+					graced = true
+					_ = p.conn.SetReadDeadline(time.Now().Add(idleGrace))
+				default:
 					l.idleClosed.Add(1)
 					return // finish closes it, with a close_notify
 				}
-				_ = p.conn.SetReadDeadline(lastRead.Add(l.idle))
 				continue
 			}
 			// Non-fatal alerts and similar: pion keeps the association.
 			l.readErrors.Add(1)
 			continue
 		}
-		lastRead = time.Now()
+		lastRead, graced = time.Now(), false
 		if n > l.maxDatagram {
 			l.oversizeDropped.Add(1)
 			continue
@@ -819,6 +837,7 @@ type dtlsAssoc struct {
 	pc       *peerConn
 	done     chan struct{} // closed by finish
 	verified atomic.Bool   // ServerHello sent: the peer passed the cookie exchange
+	lastSent atomic.Int64  // UnixNano of the latest WriteTo that succeeded, for IdleTimeout
 	identity Identity      // set before established, then read-only
 
 	// Guarded by l.mu.
@@ -890,6 +909,7 @@ func (p *dtlsAssoc) WriteTo(b []byte, _ netip.AddrPort) error {
 		return fmt.Errorf("transport: dtls write to %s: %w", p.key, err)
 	}
 	p.l.sent.Add(1)
+	p.lastSent.Store(time.Now().UnixNano())
 	return nil
 }
 

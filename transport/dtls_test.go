@@ -1170,9 +1170,10 @@ func TestDTLSAssociationClose(t *testing.T) {
 	})
 }
 
-// TestDTLSIdleTimeout: an association whose peer sends nothing for
-// IdleTimeout is closed, with a close_notify, and counted; one whose peer
-// keeps sending outlives several IdleTimeouts.
+// TestDTLSIdleTimeout: an association that carries nothing for IdleTimeout
+// is closed, with a close_notify, and counted; one whose peer keeps sending,
+// and one that only the gateway keeps sending to, outlive several
+// IdleTimeouts.
 func TestDTLSIdleTimeout(t *testing.T) {
 	const idle = time.Second
 	l := listenDTLS(t, "127.0.0.1:0", DTLSOptions{PSK: pskFor, IdleTimeout: idle})
@@ -1188,20 +1189,28 @@ func TestDTLSIdleTimeout(t *testing.T) {
 	busy := dial("sensor-2")
 	mustRoundTrip(t, busy, "0")
 	busyAssoc := asAssociation(t, nextReceived(t, got).s)
+	listening := dial("sensor-3")
+	mustRoundTrip(t, listening, "subscribed")
+	listeningAssoc := asAssociation(t, nextReceived(t, got).s)
 
 	for i, start := 1, time.Now(); time.Since(start) < 3*idle; i++ {
 		time.Sleep(idle / 5)
 		mustRoundTrip(t, busy, fmt.Sprint(i))
+		if err := listeningAssoc.WriteTo([]byte("command"), listeningAssoc.Key()); err != nil {
+			t.Fatalf("send to the listening sensor: %v", err)
+		}
 	}
 	select {
 	case <-quietAssoc.Done():
 	default:
 		t.Fatalf("an association silent for 3×IdleTimeout is still open: %+v", l.Stats())
 	}
-	select {
-	case <-busyAssoc.Done():
-		t.Fatal("the association in use was closed")
-	default:
+	for name, a := range map[string]Association{"sending": busyAssoc, "sent to": listeningAssoc} {
+		select {
+		case <-a.Done():
+			t.Errorf("the association %s was closed", name)
+		default:
+		}
 	}
 	if err := quiet.SetReadDeadline(time.Now().Add(waitTimeout)); err != nil {
 		t.Fatal(err)
@@ -1210,7 +1219,7 @@ func TestDTLSIdleTimeout(t *testing.T) {
 		t.Errorf("silent client's Read = %v, want io.EOF (close_notify)", err)
 	}
 	waitDTLS(t, l, "one association closed for idleness", func(s DTLSStats) bool {
-		return s.IdleClosed == 1 && s.Associations == 1 && s.ReadErrors == 0
+		return s.IdleClosed == 1 && s.Associations == 2 && s.ReadErrors == 0
 	})
 	checkRoutes(t, l)
 }

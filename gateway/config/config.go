@@ -100,8 +100,10 @@ type DTLSConfig struct {
 	ConnectionID bool
 	// HandshakeTimeout bounds one DTLS handshake, 1s..2m.
 	HandshakeTimeout time.Duration
-	// IdleTimeout closes an association whose sensor has sent nothing for
-	// that long, 1m..8760h; the sensor handshakes again when it comes back.
+	// IdleTimeout closes an association that has carried nothing either
+	// way for that long; the sensor handshakes again when it comes back.
+	// At most 8760h, and no shorter than LongestSilence, so that no
+	// session outlives its sensor's association unused.
 	IdleTimeout time.Duration
 	// MaxHandshakes is how many handshakes may run at once, 1..100,000; a
 	// new handshake beyond it is dropped, so that a flood cannot starve the
@@ -114,6 +116,19 @@ type DTLSConfig struct {
 
 // Enabled reports whether DTLS is on: whether Listen has an address.
 func (c DTLSConfig) Enabled() bool { return len(c.Listen) > 0 }
+
+// MaxDuration is the largest keep-alive or sleep Duration MQTT-SN 1.2 can
+// carry: 16 bits of seconds.
+const MaxDuration = 65535 * time.Second
+
+// LongestSilence is how long a sensor may say nothing and keep its session:
+// MaxDuration times the tolerance the gateway grants, 1.5 for a keep-alive
+// and Sleep.Tolerance for a sleep, whichever is longer. (A sensor allowed a
+// keep-alive of 0 may stay silent for ever; its association stays open as
+// long as the gateway sends to it.)
+func (c Config) LongestSilence() time.Duration {
+	return time.Duration(float64(MaxDuration) * max(1.5, c.Sleep.Tolerance))
+}
 
 // UpstreamConfig is the [upstream] table.
 type UpstreamConfig struct {

@@ -228,6 +228,10 @@ func parse(name string, data []byte) (Config, error) {
 		Log:              d.log(lg, def.Log),
 	}
 	cfg.EmbeddedBroker = d.embeddedBroker(eb, def.EmbeddedBroker, cfg.Upstream.Embedded())
+	if longest := cfg.LongestSilence(); cfg.DTLS.Enabled() && cfg.DTLS.IdleTimeout < longest && !d.failed["dtls.idle_timeout"] {
+		d.fail("dtls.idle_timeout", "%q is shorter than the longest silence a session allows (65535 s × %g = %s): a sleeping sensor's association would close under its session; make it at least %q",
+			shortDuration(cfg.DTLS.IdleTimeout), max(1.5, cfg.Sleep.Tolerance), longest.Round(time.Second), shortDuration(longest.Truncate(time.Hour)+time.Hour))
+	}
 
 	errs := append(d.unknownKeys(), d.errs...)
 	if len(errs) > 0 {

@@ -325,11 +325,14 @@ max_handshakes = 100_000`,
 			},
 		},
 		{
+			"idle timeout not checked against sleep with DTLS off",
+			"[dtls]\nidle_timeout = \"1m\"\n[sleep]\ntolerance = 2",
+			func(c *Config) { c.DTLS.IdleTimeout, c.Sleep.Tolerance = time.Minute, 2 },
+		},
+		{
 			"lower bounds",
-			"[dtls]\nhandshake_timeout = \"1s\"\nidle_timeout = \"1m\"\nmax_handshakes = 1",
-			func(c *Config) {
-				c.DTLS.HandshakeTimeout, c.DTLS.IdleTimeout, c.DTLS.MaxHandshakes = time.Second, time.Minute, 1
-			},
+			"[dtls]\nhandshake_timeout = \"1s\"\nmax_handshakes = 1",
+			func(c *Config) { c.DTLS.HandshakeTimeout, c.DTLS.MaxHandshakes = time.Second, 1 },
 		},
 		{
 			"same port as udp, other host",
@@ -457,6 +460,22 @@ func TestParseDTLSErrors(t *testing.T) {
 			"listen without credentials",
 			"[dtls]\nlisten = [\":5684\"]",
 			[]problem{{"dtls.psk_file", "dtls.listen is set but DTLS has no credentials: set dtls.psk_file, or dtls.cert_file and dtls.key_file, or both"}},
+		},
+		{
+			"idle timeout shorter than the longest keep-alive",
+			"[dtls]\nlisten = [\":5684\"]\nidle_timeout = \"27h\"",
+			[]problem{
+				{"dtls.psk_file", "no credentials"},
+				{"dtls.idle_timeout", `"27h" is shorter than the longest silence a session allows (65535 s × 1.5 = 27h18m23s): a sleeping sensor's association would close under its session; make it at least "28h"`},
+			},
+		},
+		{
+			"sleep tolerance beyond the idle timeout",
+			"[dtls]\nlisten = [\":5684\"]\n[sleep]\ntolerance = 2",
+			[]problem{
+				{"dtls.psk_file", "no credentials"},
+				{"dtls.idle_timeout", `"28h" is shorter than the longest silence a session allows (65535 s × 2 = 36h24m30s): a sleeping sensor's association would close under its session; make it at least "37h"`},
+			},
 		},
 		{
 			"missing PSK file",
