@@ -3,7 +3,6 @@ package gateway_test
 import (
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/sensorgate/mqttsn-gateway/gateway"
 	"github.com/sensorgate/mqttsn-gateway/internal/snclient"
@@ -59,15 +58,14 @@ func TestDownlinkOrder(t *testing.T) {
 		c.Connect("down-2", true, 60)
 		id, _ := c.Subscribe("cmd/down-2", mqttsn.QoS1)
 		const n = 30
+		// Publish returns once mochi has fanned the message out: a message
+		// fanned out at the very moment the throttled client's
+		// acknowledgement returns its quota could overtake the ones mochi
+		// parked (gateway/broker's OnQosComplete), and this test is about
+		// the gateway's order.
 		for i := range n {
 			obs.Publish("cmd/down-2", []byte(fmt.Sprint(i)), 1, false)
 		}
-		// mochi acknowledges a publisher before its fan-out ends, and a
-		// message fanned out at the very moment the throttled client's
-		// acknowledgement returns its quota can overtake the ones mochi
-		// parked (gateway/broker's OnQosComplete). Let the fan-out finish:
-		// this test is about the gateway's order.
-		time.Sleep(200 * time.Millisecond)
 		var got []string
 		var last *mqttsn.Publish
 		for len(got) < n {
