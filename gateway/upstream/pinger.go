@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
@@ -24,13 +23,7 @@ import (
 // the connection when a PINGREQ is not answered by the next check; paho's
 // reader then fails and reports the loss.
 type timerPinger struct {
-	raw   net.Conn  // the network connection: PINGREQ is written whole to it (see packetConn)
-	start time.Time // when the connection opened; lastSent and lastReceived count from it
-
-	// The last packet each way, as time since start: written for every
-	// packet, so without the mutex and with the monotonic clock only.
-	lastSent     atomic.Int64
-	lastReceived atomic.Int64
+	raw *connWriter // the network connection, which notes its traffic: PINGREQ is written whole to it (see packetConn)
 
 	mu           sync.Mutex
 	interval     time.Duration
@@ -41,8 +34,8 @@ type timerPinger struct {
 }
 
 // newTimerPinger returns the pinger of the connection raw.
-func newTimerPinger(raw net.Conn) *timerPinger {
-	return &timerPinger{raw: raw, start: time.Now()}
+func newTimerPinger(raw *connWriter) *timerPinger {
+	return &timerPinger{raw: raw}
 }
 
 var _ paho.Pinger = (*timerPinger)(nil)
@@ -90,8 +83,7 @@ func (p *timerPinger) check() {
 		_ = p.raw.Close() // no PINGRESP within a keep-alive
 		return
 	}
-	quietSince := time.Duration(min(p.lastSent.Load(), p.lastReceived.Load()))
-	if wait := quietSince + p.interval - now.Sub(p.start); wait > 0 {
+	if wait := p.raw.quietSince() + p.interval - now.Sub(p.raw.start); wait > 0 {
 		p.timer.Reset(wait)
 		p.mu.Unlock()
 		return
@@ -107,11 +99,12 @@ func (p *timerPinger) check() {
 	}
 }
 
-// PacketSent notes that a packet went to the broker.
-func (p *timerPinger) PacketSent() { p.lastSent.Store(int64(time.Since(p.start))) }
+// PacketSent is part of paho's Pinger: the connection notes its traffic
+// itself, every packet of it, paho's or not.
+func (p *timerPinger) PacketSent() {}
 
-// PacketReceived notes that a packet came from the broker.
-func (p *timerPinger) PacketReceived() { p.lastReceived.Store(int64(time.Since(p.start))) }
+// PacketReceived is part of paho's Pinger (see PacketSent).
+func (p *timerPinger) PacketReceived() {}
 
 // PingResp notes a PINGRESP.
 func (p *timerPinger) PingResp() {

@@ -110,7 +110,7 @@ func (up *Upstream) Connect(ctx context.Context, p gateway.ConnectParams, h gate
 	c := &conn{net: w, handler: h, log: up.opts.Log, pinger: newTimerPinger(w)}
 	c.state = &connState{ended: c.ended, raw: w, ackTimeout: up.opts.AckTimeout}
 	c.client = paho.NewClient(paho.ClientConfig{
-		Conn:               newPacketConn(w, c.ackReceived),
+		Conn:               newPacketConn(w, c.state.ackReceived),
 		Session:            c.state,
 		PingHandler:        c.pinger,
 		OnPublishReceived:  []func(paho.PublishReceived) (bool, error){c.onPublish},
@@ -138,7 +138,7 @@ func (up *Upstream) Connect(ctx context.Context, p gateway.ConnectParams, h gate
 	ca, err := c.client.Connect(ctx, cp)
 	if err != nil {
 		c.pinger.stop()
-		_ = nc.Close()
+		_ = w.Close()
 		_ = c.state.Close()
 		if ca != nil {
 			return nil, &gateway.RefusedError{Code: connackCode(ca.ReasonCode), Reason: fmt.Sprintf("CONNACK 0x%02x %s", ca.ReasonCode, reasonString(ca.Properties))}
@@ -283,25 +283,12 @@ func (c *conn) finish() {
 // the acknowledgement, which done is told (see gateway.Conn).
 func (c *conn) Publish(ctx context.Context, m gateway.Message, done func(error)) error {
 	err := c.state.publish(ctx, c.limits, m.Topic, m.Payload, m.QoS, m.Retain, done)
-	c.pinger.PacketSent()
 	return publishOutcome(m.Topic, 0, err)
-}
-
-// ackReceived hands an acknowledgement taken out of the read stream to
-// the session state, and tells the pinger a packet came (paho, which
-// would, does not see it).
-func (c *conn) ackReceived(kind byte, id uint16, rc byte) {
-	c.state.ackReceived(kind, id, rc)
-	c.pinger.PacketReceived()
 }
 
 // TryPublish forwards m if that needs no wait (see gateway.Conn).
 func (c *conn) TryPublish(m gateway.Message, done func(error)) bool {
-	if !c.state.tryPublish(c.limits, m.Topic, m.Payload, m.QoS, m.Retain, done) {
-		return false
-	}
-	c.pinger.PacketSent()
-	return true
+	return c.state.tryPublish(c.limits, m.Topic, m.Payload, m.QoS, m.Retain, done)
 }
 
 // publishOutcome maps the end of a publication to what the gateway is told:

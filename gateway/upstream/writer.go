@@ -4,43 +4,76 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // connWriter is a broker connection whose writes are serialised by a
 // mutex of its own, so that a packet written without waiting (tryWrite),
 // of which the socket may take only a part at once, is finished before
 // any other packet is written. Every writer of the connection — paho
-// (through packetConn), connState, timerPinger — writes through it.
+// (through packetConn), connState, timerPinger — writes through it, and
+// paho's reader reads through it, so it also notes when the connection
+// last sent and received something, for the keep-alive.
+//
+// What a write touches comes first, so that it takes one cache line.
 type connWriter struct {
-	net.Conn
 	mu sync.Mutex
 	// Raw system calls where the platform and the connection allow them
-	// (not TLS, which has no descriptor of its own): fn nil otherwise.
+	// (not TLS, which has no descriptor of its own): not usable otherwise.
+	wr rawSend // tryWrite, holding mu
+
+	// When the connection opened, and the last octets each way as time
+	// since then: written for every read and write, so without a mutex
+	// and with the monotonic clock only. (They live here, beside the
+	// mutex every write takes, rather than in the pinger: one object
+	// less to touch per message.)
+	lastSent     atomic.Int64
+	start        time.Time
+	lastReceived atomic.Int64
+
+	net.Conn
 	rd rawCall // paho's reader, through packetConn
-	wr rawCall // tryWrite, holding mu
+
+	// Padding to a multiple of the cache line: the allocator then places
+	// every connWriter on a line's start, and what a write touches, above,
+	// in one line (TestConnWriterLayout).
+	_ [connWriterPad]byte
 }
 
 func newConnWriter(nc net.Conn) *connWriter {
-	w := &connWriter{Conn: nc}
+	w := &connWriter{Conn: nc, start: time.Now()}
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
-			w.rd.init(raw, false)
-			w.wr.init(raw, true)
+			w.rd.init(raw)
+			w.wr.init(raw)
 		}
 	}
 	return w
 }
 
 // canTry reports whether tryWrite can ever take a packet.
-func (w *connWriter) canTry() bool { return w.wr.fn != nil }
+func (w *connWriter) canTry() bool { return w.wr.usable() }
+
+// noteSent and noteReceived record traffic; quietSince is the time since
+// the start of the connection when it last both sent and received.
+func (w *connWriter) noteSent()     { w.lastSent.Store(int64(time.Since(w.start))) }
+func (w *connWriter) noteReceived() { w.lastReceived.Store(int64(time.Since(w.start))) }
+func (w *connWriter) quietSince() time.Duration {
+	return time.Duration(min(w.lastSent.Load(), w.lastReceived.Load()))
+}
 
 // Read reads from the connection (only paho's reader does, through
 // packetConn): what is there, at least one octet; io.EOF when the peer
 // closed the connection.
 func (w *connWriter) Read(b []byte) (int, error) {
-	if w.rd.fn == nil || len(b) == 0 {
-		return w.Conn.Read(b)
+	if !w.rd.usable() || len(b) == 0 {
+		n, err := w.Conn.Read(b)
+		if n > 0 {
+			w.noteReceived()
+		}
+		return n, err
 	}
 	n, errno, err := w.rd.do(b)
 	switch {
@@ -51,6 +84,7 @@ func (w *connWriter) Read(b []byte) (int, error) {
 	case n == 0:
 		return 0, io.EOF
 	}
+	w.noteReceived()
 	return n, nil
 }
 
@@ -58,7 +92,18 @@ func (w *connWriter) Read(b []byte) (int, error) {
 func (w *connWriter) Write(b []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.Conn.Write(b)
+	n, err := w.Conn.Write(b)
+	if n > 0 {
+		w.noteSent()
+	}
+	return n, err
+}
+
+// Close closes the connection once no raw write is in progress on its
+// descriptor (which a closed descriptor's reuse would misdirect).
+func (w *connWriter) Close() error {
+	w.wr.retire()
+	return w.Conn.Close()
 }
 
 // tryWrite writes b if that needs no wait: no other write in progress,
@@ -71,11 +116,12 @@ func (w *connWriter) tryWrite(b []byte) bool {
 	if !w.canTry() || len(b) == 0 || !w.mu.TryLock() {
 		return false
 	}
-	n, errno, err := w.wr.do(b)
-	if err != nil || errno != 0 || n <= 0 { // EAGAIN: the send buffer is full; other errors the waiting write reports
+	n, errno := w.wr.send(b)
+	if errno != 0 || n <= 0 { // EAGAIN: the send buffer is full; other errors (and a closed connection) the waiting write reports
 		w.mu.Unlock()
 		return false
 	}
+	w.noteSent()
 	if n == len(b) {
 		w.mu.Unlock()
 		return true
@@ -84,7 +130,7 @@ func (w *connWriter) tryWrite(b []byte) bool {
 	go func() {
 		defer w.mu.Unlock()
 		if _, err := w.Conn.Write(rest); err != nil {
-			_ = w.Conn.Close() // the stream is cut: let the reader report the loss
+			_ = w.Close() // the stream is cut: let the reader report the loss
 		}
 	}()
 	return true

@@ -1,58 +1,104 @@
 package upstream
 
 import (
+	"runtime"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 )
 
-// rawCall is one kind of system call, read(2) or write(2), on a
-// connection's descriptor, made raw: the descriptor is non-blocking, so
-// the call returns at once and the runtime need not know of it. (A system
-// call the runtime knows of wakes its monitor thread when the process was
-// idle, which then polls for a while: with a message arriving every
-// 50 µs, that monitor was 8 % of the gateway's CPU.) A read that finds
-// nothing waits in the runtime's poller; a write never waits.
+// rawCall is a read(2) on a connection's descriptor, made raw: the
+// descriptor is non-blocking, so the call returns at once and the runtime
+// need not know of it. (A system call the runtime knows of wakes its
+// monitor thread when the process was idle, which then polls for a while:
+// with a message arriving every 50 µs, that monitor was 8 % of the
+// gateway's CPU.) A read that finds nothing waits in the runtime's poller.
 //
-// One goroutine at a time uses a rawCall (the reader; the writer holding
-// connWriter's mutex). Its func is bound once, so that a call does not
-// allocate.
+// One goroutine at a time uses a rawCall (the connection's reader). Its
+// func is bound once, so that a call does not allocate.
 type rawCall struct {
 	raw   syscall.RawConn
-	trap  uintptr // syscall.SYS_READ or syscall.SYS_WRITE
 	fn    func(fd uintptr) bool
 	buf   []byte
 	n     int
 	errno syscall.Errno
 }
 
-// init makes c read (or, with write, write) raw's descriptor.
-func (c *rawCall) init(raw syscall.RawConn, write bool) {
-	c.raw, c.trap, c.fn = raw, syscall.SYS_READ, c.once
-	if write {
-		c.trap = syscall.SYS_WRITE
-	}
-}
+// init makes c read raw's descriptor.
+func (c *rawCall) init(raw syscall.RawConn) { c.raw, c.fn = raw, c.once }
 
-// do makes the call on b, which is not empty, and returns what it
-// transferred or the call's error; err is the descriptor's (closed).
+// usable reports whether init was given a descriptor.
+func (c *rawCall) usable() bool { return c.fn != nil }
+
+// do reads into b, which is not empty, and returns what it read or the
+// call's error; err is the descriptor's (closed).
 func (c *rawCall) do(b []byte) (n int, errno syscall.Errno, err error) {
 	c.buf, c.n, c.errno = b, 0, 0
-	if c.trap == syscall.SYS_READ {
-		err = c.raw.Read(c.fn)
-	} else {
-		err = c.raw.Write(c.fn)
-	}
+	err = c.raw.Read(c.fn)
 	c.buf = nil
 	return c.n, c.errno, err
 }
 
-// once is fn: one call; false asks the poller to wait (a read that finds
-// nothing).
+// once is fn: one call; false asks the poller to wait (nothing to read).
 func (c *rawCall) once(fd uintptr) bool {
-	n, _, errno := syscall.RawSyscall(c.trap, fd, uintptr(unsafe.Pointer(&c.buf[0])), uintptr(len(c.buf)))
-	if errno == syscall.EAGAIN && c.trap == syscall.SYS_READ {
+	n, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&c.buf[0])), uintptr(len(c.buf)))
+	if errno == syscall.EAGAIN {
 		return false
 	}
 	c.n, c.errno = int(n), errno
 	return true
 }
+
+// rawSend is a non-blocking send(2) straight on a connection's
+// descriptor, for the reason rawCall gives, and without the runtime's
+// descriptor lock and poller reset either (which cost a cache miss per
+// message on a descriptor of its own): the write never waits, so it needs
+// no poller. The descriptor stays valid while the connection is open;
+// retire, before the connection is closed, waits for a send in progress
+// and makes later ones fail.
+type rawSend struct {
+	sending atomic.Int32 // sends in progress
+	retired atomic.Bool
+	valid   bool // init was given a descriptor
+	fd      uintptr
+}
+
+// init takes raw's descriptor.
+func (s *rawSend) init(raw syscall.RawConn) {
+	_ = raw.Control(func(fd uintptr) { s.fd, s.valid = fd, true })
+}
+
+// usable reports whether init was given a descriptor.
+func (s *rawSend) usable() bool { return s.valid }
+
+// send writes what the socket takes of b at once (MSG_NOSIGNAL: a broken
+// connection is an error, not a signal); EAGAIN when it takes nothing,
+// EBADF once retired.
+func (s *rawSend) send(b []byte) (int, syscall.Errno) {
+	// Raised before retired is read: retire, which sets retired before it
+	// reads sending, either sees this send and waits for it, or this send
+	// sees retired.
+	s.sending.Add(1)
+	defer s.sending.Add(-1)
+	if s.retired.Load() {
+		return 0, syscall.EBADF
+	}
+	n, _, errno := syscall.RawSyscall6(syscall.SYS_SENDTO, s.fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)),
+		syscall.MSG_DONTWAIT|syscall.MSG_NOSIGNAL, 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), 0
+}
+
+// retire waits for a send in progress, which does not block, and fails
+// every later one.
+func (s *rawSend) retire() {
+	s.retired.Store(true)
+	for s.sending.Load() != 0 {
+		runtime.Gosched()
+	}
+}
+
+// connWriterPad makes connWriter 192 octets.
+const connWriterPad = 40
