@@ -79,21 +79,24 @@ type (
 // request starts a new one. A sleeping client so costs no worker goroutine,
 // and an active one never starts a goroutine per message.
 type opQueue struct {
+	// What tryInline looks at first (a session's message touches them).
 	mu       sync.Mutex
-	items    []op
 	closed   bool // the session has ended: run what is queued, then close conn
 	running  bool // a worker goroutine is running
 	idleExit bool // the worker ends when the queue is empty
-	conn     Conn // the upstream connection while no worker holds it
-	idleConn Conn // the running worker's connection while it waits for requests (see tryInline)
 	waiting  bool // the running worker waits for requests
-	start    func()
-	done     sync.WaitGroup // the running worker
-	signal   chan struct{}
+	idleConn Conn // the running worker's connection while it waits for requests (see tryInline)
+	items    []op
+
+	conn   Conn // the upstream connection while no worker holds it
+	start  func()
+	done   sync.WaitGroup // the running worker
+	signal chan struct{}
 }
 
-func newOpQueue(start func()) *opQueue {
-	return &opQueue{start: start, signal: make(chan struct{}, 1)}
+// init readies the queue, whose worker is start.
+func (q *opQueue) init(start func()) {
+	q.start, q.signal = start, make(chan struct{}, 1)
 }
 
 // wake makes sure a worker runs or will look at the queue again. q.mu is held.
@@ -190,7 +193,7 @@ func (q *opQueue) tryInline(f func(Conn) bool) bool {
 // connection while it runs; when the queue closes it closes the connection
 // if the requests left it open.
 func (s *session) worker() {
-	q := s.opq
+	q := &s.opq
 	defer q.done.Done()
 	q.mu.Lock()
 	conn := q.conn
