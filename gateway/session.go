@@ -269,21 +269,32 @@ func (s *session) runHere() {
 
 // timerFired runs on the timer's goroutine when the deadline armed comes.
 func (s *session) timerFired() {
-	select {
-	case s.tick <- struct{}{}:
-		s.queued.Add(1)
-	default:
-	}
+	offer(s, s.tick, struct{}{})
 	s.kick()
+}
+
+// offer puts v in ch, one of the session's inbox, control and tick, unless
+// ch is full, and reports whether it did. The count of queued events is
+// raised before the send (and lowered again if ch is full), so that it
+// is never below the number of events in the three channels: an owner
+// that sees it at 0 has nothing before the event it brings, and one that
+// parks leaves nothing behind. (It may count, for a moment, an event
+// whose send is under way; the owner then waits for it in loop's select.)
+func offer[T any](s *session, ch chan T, v T) bool {
+	s.queued.Add(1)
+	select {
+	case ch <- v:
+		return true
+	default:
+		s.queued.Add(-1)
+		return false
+	}
 }
 
 // waiting reports whether an event waits in one of the session's channels.
 // dl is the delivery channel the loop takes from (nil when it takes none).
 // (The count of queued events, beside runMu, spares looking at three
-// channels, each a cache miss, for every message. Since it is raised
-// after the send, it never counts an event that is not there yet; and the
-// sender claims the session after raising it, so that an owner that
-// parked before it saw the count gives way to the sender.)
+// channels, each a cache miss, for every message; see offer.)
 func (s *session) waiting(dl chan *Delivery) bool {
 	return s.queued.Load() > 0 || len(dl) > 0 || s.stopping.Load()
 }
@@ -323,44 +334,37 @@ func (s *session) post(from peer, m mqttsn.Message) {
 // queueInbound puts a message from the client in the inbox unless it is
 // full, and reports whether it did.
 func (s *session) queueInbound(in inbound) bool {
-	select {
-	case s.inbox <- in:
-		s.queued.Add(1)
+	if offer(s, s.inbox, in) {
 		return true
-	default:
-		s.g.stats.inboxFull.Add(1)
-		return false
 	}
+	s.g.stats.inboxFull.Add(1)
+	return false
 }
 
 // postControl queues an event from the dispatcher without blocking; the
 // client retransmits a CONNECT or PINGREQ that is dropped.
 func (s *session) postControl(ev any) {
-	select {
-	case s.control <- ev:
-		s.queued.Add(1)
+	if offer(s, s.control, ev) {
 		s.kick()
-	default:
-		s.g.stats.inboxFull.Add(1)
+		return
 	}
+	s.g.stats.inboxFull.Add(1)
 }
 
 // report queues an event that must not be lost (an upstream result or
 // loss), waiting until the session takes it or has ended.
 func (s *session) report(ev any) {
-	select {
-	case s.control <- ev:
-		s.queued.Add(1)
+	if offer(s, s.control, ev) {
 		s.kick()
 		return
-	default:
 	}
-	s.kick() // a full channel: make sure someone empties it
+	s.kick()        // a full channel: make sure someone empties it
+	s.queued.Add(1) // as offer does
 	select {
 	case s.control <- ev:
-		s.queued.Add(1)
 		s.kick()
 	case <-s.loopDone:
+		s.queued.Add(-1)
 	}
 }
 
@@ -373,10 +377,7 @@ func (s *session) publishAcked(p published) {
 			s.loop(true, func() { s.onPublishResult(resPublish{pub: p}) })
 			return
 		}
-		select {
-		case s.control <- resPublish{pub: p}:
-			s.queued.Add(1)
-		default:
+		if !offer(s, s.control, any(resPublish{pub: p})) {
 			go s.report(resPublish{pub: p}) // waits for room the loop below makes
 		}
 		s.loop(true, nil)

@@ -10,8 +10,8 @@ import (
 func TestConnWriterLayout(t *testing.T) {
 	const line = 64
 	var w connWriter
-	if end := unsafe.Offsetof(w.lastReceived); end > line {
-		t.Errorf("a write's fields end at octet %d, beyond the first cache line", end)
+	if next := unsafe.Offsetof(w.lastReceived); next > line { // the field after start, the last a write reads
+		t.Errorf("a write's fields end at octet %d, beyond the first cache line", next)
 	}
 	kept := make([]*connWriter, 16) // on the heap, as connections' are
 	for i := range kept {

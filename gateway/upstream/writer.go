@@ -42,6 +42,8 @@ type connWriter struct {
 	_ [connWriterPad]byte
 }
 
+// newConnWriter wraps nc, which from then on must be closed through the
+// connWriter only (see Close).
 func newConnWriter(nc net.Conn) *connWriter {
 	w := &connWriter{Conn: nc, start: time.Now()}
 	if sc, ok := nc.(syscall.Conn); ok {
