@@ -13,26 +13,38 @@ import (
 func TestSessionLayout(t *testing.T) {
 	const line = 64
 	var s session
-	hot := []struct {
+	type field struct {
 		name        string
 		offset, end uintptr
-	}{
-		{"runMu", unsafe.Offsetof(s.runMu), unsafe.Offsetof(s.runMu) + unsafe.Sizeof(s.runMu)},
-		{"queued", unsafe.Offsetof(s.queued), unsafe.Offsetof(s.queued) + unsafe.Sizeof(s.queued)},
-		{"stopping", unsafe.Offsetof(s.stopping), unsafe.Offsetof(s.stopping) + unsafe.Sizeof(s.stopping)},
-		{"state", unsafe.Offsetof(s.state), unsafe.Offsetof(s.state) + unsafe.Sizeof(s.state)},
-		{"g", unsafe.Offsetof(s.g), unsafe.Offsetof(s.g) + unsafe.Sizeof(s.g)},
-		{"handler", unsafe.Offsetof(s.handler), unsafe.Offsetof(s.handler) + unsafe.Sizeof(s.handler)},
-		{"reg", unsafe.Offsetof(s.reg), unsafe.Offsetof(s.reg) + unsafe.Sizeof(s.reg)},
-		{"out", unsafe.Offsetof(s.out), unsafe.Offsetof(s.out) + unsafe.Sizeof(s.out)},
-		{"epoch", unsafe.Offsetof(s.epoch), unsafe.Offsetof(s.epoch) + unsafe.Sizeof(s.epoch)},
-		{"keepAliveAt", unsafe.Offsetof(s.keepAliveAt), unsafe.Offsetof(s.keepAliveAt) + unsafe.Sizeof(s.keepAliveAt)},
-		{"queue", unsafe.Offsetof(s.queue), unsafe.Offsetof(s.queue) + unsafe.Sizeof(s.queue)},
-		{"armedFor", unsafe.Offsetof(s.armedFor), unsafe.Offsetof(s.armedFor) + unsafe.Sizeof(s.armedFor)},
-		{"peer", unsafe.Offsetof(s.peer), unsafe.Offsetof(s.peer) + unsafe.Sizeof(s.peer)},
-		{"opq.mu", unsafe.Offsetof(s.opq) + unsafe.Offsetof(s.opq.mu), unsafe.Offsetof(s.opq) + unsafe.Offsetof(s.opq.mu) + unsafe.Sizeof(s.opq.mu)},
-		{"opq.idleConn", unsafe.Offsetof(s.opq) + unsafe.Offsetof(s.opq.idleConn), unsafe.Offsetof(s.opq) + unsafe.Offsetof(s.opq.idleConn) + unsafe.Sizeof(s.opq.idleConn)},
-		{"opq.items", unsafe.Offsetof(s.opq) + unsafe.Offsetof(s.opq.items), unsafe.Offsetof(s.opq) + unsafe.Offsetof(s.opq.items) + unsafe.Sizeof(s.opq.items)},
+	}
+	at := func(name string, offset, size uintptr) field { return field{name, offset, offset + size} }
+	opq := unsafe.Offsetof(s.opq)
+	hot := []field{
+		at("runMu", unsafe.Offsetof(s.runMu), unsafe.Sizeof(s.runMu)),
+		at("queued", unsafe.Offsetof(s.queued), unsafe.Sizeof(s.queued)),
+		at("stopping", unsafe.Offsetof(s.stopping), unsafe.Sizeof(s.stopping)),
+		at("replaced", unsafe.Offsetof(s.replaced), unsafe.Sizeof(s.replaced)),
+		at("outstanding", unsafe.Offsetof(s.outstanding), unsafe.Sizeof(s.outstanding)),
+		at("running", unsafe.Offsetof(s.running), unsafe.Sizeof(s.running)),
+		at("state", unsafe.Offsetof(s.state), unsafe.Sizeof(s.state)),
+		at("workerIdle", unsafe.Offsetof(s.workerIdle), unsafe.Sizeof(s.workerIdle)),
+		at("armedKeepAlive", unsafe.Offsetof(s.armedKeepAlive), unsafe.Sizeof(s.armedKeepAlive)),
+		at("connected", unsafe.Offsetof(s.connected), unsafe.Sizeof(s.connected)),
+		at("g", unsafe.Offsetof(s.g), unsafe.Sizeof(s.g)),
+		at("handler", unsafe.Offsetof(s.handler), unsafe.Sizeof(s.handler)),
+		at("reg", unsafe.Offsetof(s.reg), unsafe.Sizeof(s.reg)),
+		at("out", unsafe.Offsetof(s.out), unsafe.Sizeof(s.out)),
+		at("willUpdate", unsafe.Offsetof(s.willUpdate), unsafe.Sizeof(s.willUpdate)),
+		at("epoch", unsafe.Offsetof(s.epoch), unsafe.Sizeof(s.epoch)),
+		at("keepAlive", unsafe.Offsetof(s.keepAlive), unsafe.Sizeof(s.keepAlive)),
+		at("keepAliveAt", unsafe.Offsetof(s.keepAliveAt), unsafe.Sizeof(s.keepAliveAt)),
+		at("queueBytes", unsafe.Offsetof(s.queueBytes), unsafe.Sizeof(s.queueBytes)),
+		at("queue", unsafe.Offsetof(s.queue), unsafe.Sizeof(s.queue)),
+		at("armedFor", unsafe.Offsetof(s.armedFor), unsafe.Sizeof(s.armedFor)),
+		at("peer", unsafe.Offsetof(s.peer), unsafe.Sizeof(s.peer)),
+		at("opq.mu", opq+unsafe.Offsetof(s.opq.mu), unsafe.Sizeof(s.opq.mu)),
+		at("opq.idleConn", opq+unsafe.Offsetof(s.opq.idleConn), unsafe.Sizeof(s.opq.idleConn)),
+		at("opq.items", opq+unsafe.Offsetof(s.opq.items), unsafe.Sizeof(s.opq.items)),
 	}
 	kept := make([]*session, 16) // on the heap, as sessions are
 	base := uintptr(0)

@@ -183,6 +183,12 @@ func tcpPair(t *testing.T) (net.Conn, net.Conn) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
+	return tcpPairOn(t, ln)
+}
+
+// tcpPairOn returns the two ends of a new connection to ln.
+func tcpPairOn(t *testing.T, ln net.Listener) (net.Conn, net.Conn) {
+	t.Helper()
 	accepted := make(chan net.Conn, 1)
 	go func() {
 		c, _ := ln.Accept()

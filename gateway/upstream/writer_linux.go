@@ -1,5 +1,3 @@
-//go:build !386
-
 package upstream
 
 import (
@@ -73,9 +71,8 @@ func (s *rawSend) init(raw syscall.RawConn) {
 // usable reports whether init was given a descriptor.
 func (s *rawSend) usable() bool { return s.valid }
 
-// send writes what the socket takes of b at once (MSG_NOSIGNAL: a broken
-// connection is an error, not a signal); EAGAIN when it takes nothing,
-// EBADF once retired.
+// send writes what the socket takes of b at once; EAGAIN when it takes
+// nothing, EBADF once retired.
 func (s *rawSend) send(b []byte) (int, syscall.Errno) {
 	// Raised before retired is read: retire, which sets retired before it
 	// reads sending, either sees this send and waits for it, or this send
@@ -85,8 +82,7 @@ func (s *rawSend) send(b []byte) (int, syscall.Errno) {
 	if s.retired.Load() {
 		return 0, syscall.EBADF
 	}
-	n, _, errno := syscall.RawSyscall6(syscall.SYS_SENDTO, s.fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)),
-		syscall.MSG_DONTWAIT|syscall.MSG_NOSIGNAL, 0, 0)
+	n, errno := sendNow(s.fd, b)
 	if errno != 0 {
 		return 0, errno
 	}
@@ -102,5 +98,5 @@ func (s *rawSend) retire() {
 	}
 }
 
-// connWriterPad makes connWriter 192 octets.
+// connWriterPad makes connWriter 192 octets on 64-bit platforms.
 const connWriterPad = 40

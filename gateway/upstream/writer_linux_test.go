@@ -1,9 +1,6 @@
-//go:build !386
-
 package upstream
 
 import (
-	"bytes"
 	"io"
 	"net"
 	"syscall"
@@ -20,31 +17,6 @@ func TestTryWriteAfterClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	accepted := make(chan net.Conn, 2)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted <- c
-		}
-	}()
-	dial := func() (net.Conn, net.Conn) {
-		t.Helper()
-		nc, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case peer := <-accepted:
-			t.Cleanup(func() { peer.Close(); nc.Close() })
-			return nc, peer
-		case <-time.After(5 * time.Second):
-			t.Fatal("no connection accepted")
-		}
-		return nil, nil
-	}
 	fd := func(c net.Conn) (fd uintptr) {
 		raw, err := c.(syscall.Conn).SyscallConn()
 		if err != nil {
@@ -54,7 +26,7 @@ func TestTryWriteAfterClose(t *testing.T) {
 		return fd
 	}
 
-	nc, peer := dial()
+	nc, peer := tcpPairOn(t, ln)
 	w := newConnWriter(nc)
 	if !w.canTry() {
 		t.Fatal("no raw writes on a TCP connection")
@@ -72,7 +44,7 @@ func TestTryWriteAfterClose(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	next, nextPeer := dial() // the lowest free descriptor: most likely the one just closed
+	next, nextPeer := tcpPairOn(t, ln) // the lowest free descriptor: most likely the one just closed
 	if fd(next) != closedFD {
 		t.Logf("the new connection got descriptor %d, not the closed %d: only the refusal is checked", fd(next), closedFD)
 	}
@@ -82,8 +54,5 @@ func TestTryWriteAfterClose(t *testing.T) {
 	_ = nextPeer.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 	if n, _ := nextPeer.Read(got); n > 0 {
 		t.Errorf("the connection opened after Close received %q, written through the closed one", got[:n])
-	}
-	if !bytes.Equal(got, []byte("first")) {
-		t.Errorf("buffer changed: %q", got)
 	}
 }

@@ -1,11 +1,10 @@
-//go:build !linux || 386
+//go:build !linux
 
 package upstream
 
 import "syscall"
 
-// rawCall and rawSend are Linux only (but 386, which has no sendto call of
-// its own): elsewhere connWriter reads through
+// rawCall and rawSend are Linux only: elsewhere connWriter reads through
 // net.Conn, and every write waits.
 type (
 	rawCall struct{}
