@@ -291,6 +291,9 @@ func (l *UDPListener) Close() error {
 		return nil
 	}
 	close(l.done)
+	if l.raw != nil {
+		l.raw.retire() // no straight send to the descriptor once closed
+	}
 	if err := l.conn.Close(); err != nil {
 		return fmt.Errorf("transport: udp close on %s: %w", l.local, err)
 	}

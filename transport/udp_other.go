@@ -17,3 +17,4 @@ type rawSender struct{}
 func newRawSender(*net.UDPConn) *rawSender { return nil }
 
 func (*rawSender) send([]byte, netip.AddrPort) error { return errNotRaw }
+func (*rawSender) retire()                           {}

@@ -5,8 +5,10 @@ package transport
 import (
 	"net"
 	"net/netip"
+	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 )
@@ -79,15 +81,25 @@ func networkPort(p uint16) uint16 {
 }
 
 // rawSender sends datagrams on a socket with raw sendto(2) calls, for the
-// reason rawReader gives. Its calls are pooled, so that a send, which may
-// come from many goroutines at once, does not allocate.
+// reason rawReader gives. A send first goes straight to the descriptor
+// without waiting (MSG_DONTWAIT), past the runtime's descriptor lock and
+// poller; only when the send buffer is full does it wait in the poller,
+// through a call from a pool, so that a send, which may come from many
+// goroutines at once, does not allocate. retire, before the socket is
+// closed, waits for a straight send in progress and fails later ones, so
+// that a closed descriptor's number, reused by another socket, is never
+// written to.
 type rawSender struct {
-	rc    syscall.RawConn
-	inet6 bool // the socket is AF_INET6 (IPv4 peers as mapped addresses)
-	calls sync.Pool
+	sending atomic.Int32 // straight sends in progress
+	retired atomic.Bool
+	inet6   bool // the socket is AF_INET6 (IPv4 peers as mapped addresses)
+	fd      uintptr
+	rc      syscall.RawConn
+	calls   sync.Pool
 }
 
-// sendCall is one sendto(2) with its destination, bound once to fn.
+// sendCall is one sendto(2) with its destination, bound once to fn, for a
+// send that waits for room.
 type sendCall struct {
 	to    syscall.RawSockaddrInet6 // or a RawSockaddrInet4 in its first octets
 	toLen uint32
@@ -106,11 +118,12 @@ func newRawSender(conn *net.UDPConn) *rawSender {
 	var (
 		local   syscall.Sockaddr
 		nameErr error
+		fd      uintptr
 	)
-	if err := rc.Control(func(fd uintptr) { local, nameErr = syscall.Getsockname(int(fd)) }); err != nil || nameErr != nil {
+	if err := rc.Control(func(d uintptr) { fd = d; local, nameErr = syscall.Getsockname(int(d)) }); err != nil || nameErr != nil {
 		return nil
 	}
-	s := &rawSender{rc: rc}
+	s := &rawSender{rc: rc, fd: fd}
 	switch local.(type) {
 	case *syscall.SockaddrInet4:
 	case *syscall.SockaddrInet6:
@@ -132,12 +145,37 @@ func (s *rawSender) send(b []byte, addr netip.AddrPort) error {
 	if len(b) == 0 {
 		return errNotRaw
 	}
-	c := s.calls.Get().(*sendCall)
-	defer s.calls.Put(c)
-	if !c.address(addr, s.inet6) {
+	var to syscall.RawSockaddrInet6
+	toLen, ok := sockaddr(&to, addr, s.inet6)
+	if !ok {
 		return errNotRaw
 	}
-	c.b = b
+	// Raised before retired is read: retire, which sets retired before it
+	// reads sending, either sees this send and waits for it, or this send
+	// sees retired.
+	s.sending.Add(1)
+	if s.retired.Load() {
+		s.sending.Add(-1)
+		return &net.OpError{Op: "write", Net: "udp", Err: net.ErrClosed}
+	}
+	_, _, errno := syscall.RawSyscall6(syscall.SYS_SENDTO, s.fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)),
+		syscall.MSG_DONTWAIT, uintptr(unsafe.Pointer(&to)), uintptr(toLen))
+	s.sending.Add(-1)
+	switch errno {
+	case 0:
+		return nil
+	case syscall.EAGAIN:
+		return s.sendWaiting(b, &to, toLen)
+	}
+	return &net.OpError{Op: "write", Net: "udp", Err: errno}
+}
+
+// sendWaiting sends b to the address to once the send buffer has room,
+// waiting in the runtime's poller (which knows when the socket closes).
+func (s *rawSender) sendWaiting(b []byte, to *syscall.RawSockaddrInet6, toLen uint32) error {
+	c := s.calls.Get().(*sendCall)
+	defer s.calls.Put(c)
+	c.to, c.toLen, c.b = *to, toLen, b
 	err := s.rc.Write(c.fn)
 	c.b = nil
 	if err != nil {
@@ -149,30 +187,38 @@ func (s *rawSender) send(b []byte, addr netip.AddrPort) error {
 	return nil
 }
 
-// address sets the destination, and reports false if it cannot be one.
-func (c *sendCall) address(addr netip.AddrPort, inet6 bool) bool {
+// retire waits for a straight send in progress, which does not block, and
+// fails every later one.
+func (s *rawSender) retire() {
+	s.retired.Store(true)
+	for s.sending.Load() != 0 {
+		runtime.Gosched()
+	}
+}
+
+// sockaddr sets *to to addr and returns its length, or false if addr
+// cannot be a destination of the socket.
+func sockaddr(to *syscall.RawSockaddrInet6, addr netip.AddrPort, inet6 bool) (uint32, bool) {
 	ip := addr.Addr()
 	port := addr.Port()
 	if !inet6 {
 		if !ip.Is4() && !ip.Is4In6() {
-			return false
+			return 0, false
 		}
-		to := (*syscall.RawSockaddrInet4)(unsafe.Pointer(&c.to))
-		*to = syscall.RawSockaddrInet4{Family: syscall.AF_INET, Port: networkPort(port), Addr: ip.Unmap().As4()}
-		c.toLen = syscall.SizeofSockaddrInet4
-		return true
+		in4 := (*syscall.RawSockaddrInet4)(unsafe.Pointer(to))
+		*in4 = syscall.RawSockaddrInet4{Family: syscall.AF_INET, Port: networkPort(port), Addr: ip.Unmap().As4()}
+		return syscall.SizeofSockaddrInet4, true
 	}
 	var scope uint32
 	if z := ip.Zone(); z != "" {
 		n, err := strconv.ParseUint(z, 10, 32)
 		if err != nil {
-			return false
+			return 0, false
 		}
 		scope = uint32(n)
 	}
-	c.to = syscall.RawSockaddrInet6{Family: syscall.AF_INET6, Port: networkPort(port), Addr: ip.As16(), Scope_id: scope}
-	c.toLen = syscall.SizeofSockaddrInet6
-	return true
+	*to = syscall.RawSockaddrInet6{Family: syscall.AF_INET6, Port: networkPort(port), Addr: ip.As16(), Scope_id: scope}
+	return syscall.SizeofSockaddrInet6, true
 }
 
 // once is fn: one sendto(2), or false to wait for room in the send buffer.
