@@ -15,3 +15,11 @@ func sendNow(fd uintptr, b []byte) (uintptr, syscall.Errno) {
 		syscall.MSG_DONTWAIT|syscall.MSG_NOSIGNAL, 0, 0)
 	return n, errno
 }
+
+// recvNow is one read of what the socket fd holds, into b: recvfrom, which
+// skips read(2)'s file-system layer as sendNow skips write(2)'s. The
+// socket is non-blocking: EAGAIN when it holds nothing.
+func recvNow(fd uintptr, b []byte) (uintptr, syscall.Errno) {
+	n, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), 0, 0, 0)
+	return n, errno
+}

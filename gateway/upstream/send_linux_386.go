@@ -13,3 +13,10 @@ func sendNow(fd uintptr, b []byte) (uintptr, syscall.Errno) {
 	n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
 	return n, errno
 }
+
+// recvNow is one read(2) into b on the socket fd, which is non-blocking
+// (no recvfrom call of its own here either): EAGAIN when it holds nothing.
+func recvNow(fd uintptr, b []byte) (uintptr, syscall.Errno) {
+	n, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	return n, errno
+}

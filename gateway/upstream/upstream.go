@@ -295,6 +295,9 @@ func (c *conn) TryPublish(m gateway.Message, done func(error)) bool {
 // nil, a *gateway.RefusedError for a refusal (by the broker's reason code
 // rc or by its CONNACK limits), or err with context.
 func publishOutcome(topic string, rc byte, err error) error {
+	if err == nil && rc < 0x80 {
+		return nil // the common case, without errors.As's target on the heap
+	}
 	var refused *errRefused
 	switch {
 	case errors.As(err, &refused):

@@ -4,10 +4,9 @@ import (
 	"runtime"
 	"sync/atomic"
 	"syscall"
-	"unsafe"
 )
 
-// rawCall is a read(2) on a connection's descriptor, made raw: the
+// rawCall is a read on a connection's descriptor (recvNow), made raw: the
 // descriptor is non-blocking, so the call returns at once and the runtime
 // need not know of it. (A system call the runtime knows of wakes its
 // monitor thread when the process was idle, which then polls for a while:
@@ -41,7 +40,7 @@ func (c *rawCall) do(b []byte) (n int, errno syscall.Errno, err error) {
 
 // once is fn: one call; false asks the poller to wait (nothing to read).
 func (c *rawCall) once(fd uintptr) bool {
-	n, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&c.buf[0])), uintptr(len(c.buf)))
+	n, errno := recvNow(fd, c.buf)
 	if errno == syscall.EAGAIN {
 		return false
 	}
