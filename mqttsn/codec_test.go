@@ -137,7 +137,7 @@ func TestUnmarshalBinary(t *testing.T) {
 }
 
 func TestDecodeCopies(t *testing.T) {
-	for _, payload := range []int{3, inlineData + 1} {
+	for _, payload := range []int{0, 3, 64, 65, 128, 129, inlineData, inlineData + 1} {
 		b, _ := (&Publish{TopicID: 1, Data: bytes.Repeat([]byte{'a'}, payload)}).AppendBinary(nil)
 		m, err := Decode(b)
 		if err != nil {
@@ -146,8 +146,20 @@ func TestDecodeCopies(t *testing.T) {
 		for i := range b {
 			b[i] = 0
 		}
-		if p := m.(*Publish); p.TopicID != 1 || !bytes.Equal(p.Data, bytes.Repeat([]byte{'a'}, payload)) {
+		p := m.(*Publish)
+		if p.TopicID != 1 || !bytes.Equal(p.Data, bytes.Repeat([]byte{'a'}, payload)) {
 			t.Errorf("%d-octet payload changed with the datagram: %+v", payload, p)
+		}
+		if cap(p.Data) != len(p.Data) {
+			t.Errorf("%d-octet payload: capacity %d, so an append would write into the box", payload, cap(p.Data))
+		}
+		want := 1.0 // the payload in the Publish's own allocation
+		if payload > inlineData {
+			want = 2
+		}
+		b, _ = (&Publish{TopicID: 1, Data: p.Data}).AppendBinary(nil)
+		if n := testing.AllocsPerRun(20, func() { _, _ = Decode(b) }); n != want {
+			t.Errorf("decoding a %d-octet payload: %.0f allocations, want %.0f", payload, n, want)
 		}
 	}
 	b := []byte{0x05, 0xfe, 0x00, 0xaa, 0xbb, 0x02, 0x16}

@@ -118,36 +118,56 @@ func (m *Publish) setFields(b []byte) {
 	m.MsgID = u16(b[3:])
 }
 
-// inlineData is how much payload Decode stores in the same allocation as
-// the Publish itself, so that a small PUBLISH costs one allocation.
-const inlineData = 64
+// Decode stores a payload of up to inlineData octets in the same
+// allocation as its Publish, in the smallest of three boxes that holds it,
+// so that a PUBLISH of a sensor's usual size costs one allocation.
+const inlineData = 256
 
-// publishWithData is a Publish with room for a small payload beside it.
-type publishWithData struct {
-	Publish
-	data [inlineData]byte
-}
+// Publishes with room for a payload beside them.
+type (
+	publishWith64 struct {
+		Publish
+		data [64]byte
+	}
+	publishWith128 struct {
+		Publish
+		data [128]byte
+	}
+	publishWith256 struct {
+		Publish
+		data [inlineData]byte
+	}
+)
 
-// decodePublish is Decode's path for PUBLISH, the hot one: one allocation
-// for payloads up to inlineData octets.
+// decodePublish is Decode's path for PUBLISH, the hot one.
 func decodePublish(b []byte) (Message, error) {
 	if err := checkPublish(b); err != nil {
 		return nil, err
 	}
 	data := b[5:]
-	if len(data) > inlineData {
-		m := new(Publish)
-		m.setFields(b)
-		m.Data = copyBytes(nil, data)
-		return m, nil
+	var (
+		m    *Publish
+		room []byte
+	)
+	switch n := len(data); {
+	case n <= 64:
+		box := new(publishWith64)
+		m, room = &box.Publish, box.data[:]
+	case n <= 128:
+		box := new(publishWith128)
+		m, room = &box.Publish, box.data[:]
+	case n <= inlineData:
+		box := new(publishWith256)
+		m, room = &box.Publish, box.data[:]
+	default:
+		m, room = new(Publish), make([]byte, n)
 	}
-	box := new(publishWithData)
-	box.setFields(b)
+	m.setFields(b)
 	if len(data) > 0 {
-		box.Data = box.data[:len(data):len(data)]
-		copy(box.Data, data)
+		m.Data = room[:len(data):len(data)]
+		copy(m.Data, data)
 	}
-	return &box.Publish, nil
+	return m, nil
 }
 
 // Type returns TypePubAck.
