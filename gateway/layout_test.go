@@ -31,7 +31,7 @@ func TestSessionLayout(t *testing.T) {
 		at("armedKeepAlive", unsafe.Offsetof(s.armedKeepAlive), unsafe.Sizeof(s.armedKeepAlive)),
 		at("connected", unsafe.Offsetof(s.connected), unsafe.Sizeof(s.connected)),
 		at("g", unsafe.Offsetof(s.g), unsafe.Sizeof(s.g)),
-		at("handler", unsafe.Offsetof(s.handler), unsafe.Sizeof(s.handler)),
+		at("deliveries", unsafe.Offsetof(s.deliveries), unsafe.Sizeof(s.deliveries)),
 		at("reg", unsafe.Offsetof(s.reg), unsafe.Sizeof(s.reg)),
 		at("out", unsafe.Offsetof(s.out), unsafe.Sizeof(s.out)),
 		at("willUpdate", unsafe.Offsetof(s.willUpdate), unsafe.Sizeof(s.willUpdate)),

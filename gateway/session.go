@@ -96,7 +96,7 @@ type session struct {
 	armedKeepAlive bool         // armedFor is a keep-alive deadline, which rearm may leave early
 	connected      bool         // an upstream connection is up (or being opened)
 	g              *Gateway
-	handler        *connHandler // the handler of generation connGen, if a connection was opened
+	deliveries     chan *Delivery // handler's channel (nil without a handler), here so that parking does not load the handler
 	reg            *topicmap.Registry
 
 	// Line 2: the deadlines and what holds deliveries back.
@@ -130,6 +130,8 @@ type session struct {
 	owner    string          // the authenticated identity that owns the session; guarded by g.mu
 	ctx      context.Context // cancelled when the session ends; bounds upstream requests
 	cancel   context.CancelFunc
+
+	handler *connHandler // the handler of generation connGen, if a connection was opened
 
 	cleanSession bool
 	everActive   bool // the session has been connected once: it has state worth keeping
@@ -461,7 +463,7 @@ func (s *session) loop(inline bool, first func()) {
 	for ; s.state != stateGone; n++ {
 		var dl chan *Delivery
 		if s.canTake() {
-			dl = s.handler.ch
+			dl = s.deliveries
 		}
 		if s.park(dl) {
 			parked = true
@@ -815,7 +817,7 @@ func (s *session) retireConn() {
 	s.connGen++
 	if s.handler != nil {
 		close(s.handler.stale)
-		s.handler = nil
+		s.handler, s.deliveries = nil, nil
 	}
 }
 
@@ -829,6 +831,7 @@ func (s *session) openConn(p ConnectParams) {
 		ch:    make(chan *Delivery, s.g.cfg.ReceiveMaximum+qos0Headroom),
 		stale: make(chan struct{}),
 	}
+	s.deliveries = s.handler.ch
 	s.request(op{kind: opConnect, params: p, handler: s.handler})
 }
 
@@ -842,7 +845,7 @@ func (s *session) dropQueue() {
 // canTake reports whether the session takes broker messages now: while the
 // client is connected and the queue has room.
 func (s *session) canTake() bool {
-	if s.handler == nil {
+	if s.deliveries == nil {
 		return false
 	}
 	switch s.state {
@@ -874,7 +877,7 @@ func (s *session) takeWaiting() bool {
 	took := false
 	for s.canTake() {
 		select {
-		case d := <-s.handler.ch:
+		case d := <-s.deliveries:
 			s.take(d)
 			took = true
 		default:
