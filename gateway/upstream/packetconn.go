@@ -1,10 +1,11 @@
 package upstream
 
 import (
-	"bufio"
 	"errors"
+	"io"
 	"net"
 	"sync"
+	"syscall"
 
 	"github.com/eclipse/paho.golang/packets"
 )
@@ -21,11 +22,12 @@ const readBuffer = 256
 // taken out of the stream and handed to acks on the reading goroutine:
 // the gateway publishes without paho, so paho has nothing to do with
 // them, and decoding them its way costs allocations and a hand-off each.
-// Writes are gathered into whole packets: paho writes a packet as several
-// pieces (fixed header, variable header, payload), which on the bare
-// connection is one writev, but through any wrapper becomes one write per
-// piece — more system calls, and pieces of packets written by two
-// goroutines could interleave. packetConn holds the pieces until the
+// On a connWriter with raw reads, they are handled within the read itself
+// (see fill). Writes are gathered into whole packets: paho writes a packet
+// as several pieces (fixed header, variable header, payload), which on
+// the bare connection is one writev, but through any wrapper becomes one
+// write per piece — more system calls, and pieces of packets written by
+// two goroutines could interleave. packetConn holds the pieces until the
 // packet is complete, by its own length, and writes it with one call.
 //
 // Only paho's packets go through Write, and paho writes them from the
@@ -37,16 +39,26 @@ const readBuffer = 256
 // one.
 type packetConn struct {
 	net.Conn
-	r       *bufio.Reader
+	raw     *connWriter                         // Conn, if it is a connWriter with raw reads; nil otherwise
 	acks    func(kind byte, id uint16, rc byte) // told each acknowledgement read
 	passing int                                 // octets of the current packet still to be read by paho
+	skip    int                                 // octets of an acknowledgement already handed over, still to be dropped
+	r, end  int                                 // buf[r:end] is read and not yet handled or passed on
+	fillErr error                               // what ended fill
+	fillFn  func(fd uintptr) bool               // fill, bound once
+	buf     [readBuffer]byte
 
 	mu  sync.Mutex
 	pkt []byte // the packet being gathered; nil between packets
 }
 
 func newPacketConn(nc net.Conn, acks func(kind byte, id uint16, rc byte)) *packetConn {
-	return &packetConn{Conn: nc, r: bufio.NewReaderSize(nc, readBuffer), acks: acks}
+	c := &packetConn{Conn: nc, acks: acks}
+	if w, ok := nc.(*connWriter); ok && w.rd.usable() {
+		c.raw = w
+		c.fillFn = c.fill
+	}
+	return c
 }
 
 // packetBuffers recycles the gathering buffers, so that an idle connection
@@ -56,74 +68,149 @@ var packetBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 512); retur
 // Read reads from the packets that are not acknowledgements; only paho's
 // reader calls it.
 func (c *packetConn) Read(p []byte) (int, error) {
-	for c.passing == 0 {
-		if err := c.nextPacket(); err != nil {
+	for {
+		ready, err := c.handle()
+		if err != nil {
+			return 0, err
+		}
+		if ready {
+			break
+		}
+		if err := c.readMore(); err != nil {
 			return 0, err
 		}
 	}
-	if len(p) > c.passing {
-		p = p[:c.passing]
+	p = p[:min(len(p), c.passing)]
+	if c.r == c.end { // the rest of a large packet: straight into p
+		n, err := c.Conn.Read(p)
+		c.passing -= n
+		return n, err
 	}
-	n, err := c.r.Read(p)
+	n := copy(p, c.buf[c.r:c.end])
+	c.r += n
 	c.passing -= n
-	return n, err
+	return n, nil
 }
 
 // errMalformedLength is a fixed header whose Remaining Length does not end
 // within four octets.
 var errMalformedLength = errors.New("malformed Remaining Length")
 
-// nextPacket reads the fixed header of the next packet. An acknowledgement
-// is read whole and handed to acks; any other packet is left for paho
-// (passing is set to its length).
-func (c *packetConn) nextPacket() error {
-	length, at := 0, 1 // at: the Remaining Length octet being read
-	for shift := 0; ; shift += 7 {
-		if at > 4 {
-			return errMalformedLength
+// handle works through what buf holds: it hands each acknowledgement to
+// acks and drops the rest of one (properties: a reason string, however
+// long, is never held). It stops at any other packet, which is paho's
+// (passing is set to its length), or at one not yet read whole enough to
+// tell, and reports whether paho has a packet to read.
+func (c *packetConn) handle() (bool, error) {
+	for c.passing == 0 {
+		if c.skip > 0 {
+			k := min(c.skip, c.end-c.r)
+			c.r += k
+			c.skip -= k
+			if c.skip > 0 {
+				return false, nil
+			}
 		}
-		b, err := c.r.Peek(at + 1)
-		if err != nil {
-			return err
+		b := c.buf[c.r:c.end]
+		length, at := 0, 1 // at: the Remaining Length octet being read
+		for shift := 0; ; shift += 7 {
+			if at > 4 {
+				return false, errMalformedLength
+			}
+			if at >= len(b) {
+				return false, nil
+			}
+			length |= int(b[at]&0x7f) << shift
+			if b[at]&0x80 == 0 {
+				break
+			}
+			at++
 		}
-		length |= int(b[at]&0x7f) << shift
-		if b[at]&0x80 == 0 {
-			break
+		total := at + 1 + length
+		kind := b[0] >> 4
+		switch kind {
+		case packets.PUBACK, packets.PUBREC, packets.PUBREL, packets.PUBCOMP:
+			if length < 2 {
+				break // malformed: paho's to refuse
+			}
+			body := b[at+1:]
+			if len(body) < min(length, 3) {
+				return false, nil // the identifier and reason code are not all here yet
+			}
+			id, rc := uint16(body[0])<<8|uint16(body[1]), byte(0)
+			if length > 2 {
+				rc = body[2]
+			}
+			held := min(total, len(b))
+			c.r += held
+			c.skip = total - held
+			c.acks(kind, id, rc)
+			continue
 		}
-		at++
+		c.passing = total
 	}
-	total := at + 1 + length
-	b, _ := c.r.Peek(1)
-	kind := b[0] >> 4
-	switch kind {
-	case packets.PUBACK, packets.PUBREC, packets.PUBREL, packets.PUBCOMP:
-		if length >= 2 {
-			return c.readAck(kind, at+1, total)
-		}
-	}
-	c.passing = total
-	return nil
+	return true, nil
 }
 
-// readAck reads an acknowledgement of total octets, its variable header at
-// offset start, and hands it to acks. Only the identifier and the reason
-// code are needed: properties (a reason string, however long) are
-// skipped, never held.
-func (c *packetConn) readAck(kind byte, start, total int) error {
-	b, err := c.r.Peek(min(total, start+3))
+// readMore reads what the connection has after what buf holds, which is
+// at most the start of one packet.
+func (c *packetConn) readMore() error {
+	if c.r > 0 {
+		c.end = copy(c.buf[:], c.buf[c.r:c.end])
+		c.r = 0
+	}
+	if c.raw != nil {
+		c.fillErr = nil
+		if err := c.raw.rd.poll(c.fillFn); err != nil {
+			return err
+		}
+		return c.fillErr
+	}
+	n, err := c.Conn.Read(c.buf[c.end:])
+	c.end += n
+	if n > 0 {
+		return nil
+	}
+	return err
+}
+
+// fill is the raw read's callback (see rawCall.poll): it reads what the
+// socket holds and hands over the acknowledgements in it at once. When
+// they were all there was, and the read took less than the room it had
+// (so the socket is empty), it asks the poller to wait for the next
+// arrival straight away: a plain read loop would first read again, only
+// to find nothing, one system call more per acknowledgement. The poller
+// reports an arrival whether it comes before the wait or during it (its
+// readiness is reset only when a read starts, in poll). It reports true
+// when paho has a packet to read, or the connection failed (fillErr).
+func (c *packetConn) fill(fd uintptr) bool {
+	room := c.buf[c.end:]
+	n, errno := c.raw.rd.recv(fd, room)
+	switch {
+	case errno == syscall.EAGAIN:
+		return false
+	case errno != 0:
+		c.fillErr = &net.OpError{Op: "read", Net: "tcp", Err: errno}
+		return true
+	case n == 0:
+		c.fillErr = io.EOF
+		return true
+	}
+	c.end += n
+	c.raw.noteReceived()
+	ready, err := c.handle()
 	if err != nil {
-		return err
+		c.fillErr = err
+		return true
 	}
-	body := b[start:]
-	id, rc := uint16(body[0])<<8|uint16(body[1]), byte(0)
-	if len(body) > 2 {
-		rc = body[2]
+	if ready || n == len(room) {
+		return true // paho's turn, or more to read at once
 	}
-	if _, err := c.r.Discard(total); err != nil {
-		return err
+	if c.r > 0 {
+		c.end = copy(c.buf[:], c.buf[c.r:c.end])
+		c.r = 0
 	}
-	c.acks(kind, id, rc)
-	return nil
+	return false
 }
 
 // Write gathers p into the packet being written, and writes every packet

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"reflect"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -110,7 +111,25 @@ func (c *countingConn) Write(p []byte) (int, error) {
 // octets arrive; paho reads every other packet whole and in order,
 // including ones larger than the read buffer.
 func TestPacketConnTakesAcks(t *testing.T) {
+	t.Run("plain", func(t *testing.T) { testPacketConnTakesAcks(t, false) })
+	t.Run("raw", func(t *testing.T) { testPacketConnTakesAcks(t, true) })
+}
+
+// testPacketConnTakesAcks runs TestPacketConnTakesAcks on a bare TCP
+// connection, or (raw) on a connWriter, whose acknowledgements are handled
+// within the read and which waits for the next octets without reading
+// again: a wake-up lost there stalls the reader, which the read deadline
+// turns into a failure.
+func testPacketConnTakesAcks(t *testing.T, raw bool) {
 	nc, peer := tcpPair(t)
+	_ = nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if raw {
+		w := newConnWriter(nc)
+		if !w.rd.usable() && runtime.GOOS == "linux" {
+			t.Fatal("no raw reads on a TCP connection")
+		}
+		nc = w
+	}
 	longReason := strings.Repeat("r", 300) // an acknowledgement larger than the read buffer
 	big := bytes.Repeat([]byte("p"), 1000)
 	var stream bytes.Buffer

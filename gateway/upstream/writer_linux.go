@@ -38,6 +38,18 @@ func (c *rawCall) do(b []byte) (n int, errno syscall.Errno, err error) {
 	return c.n, c.errno, err
 }
 
+// poll runs fn in the runtime's read loop on the descriptor: fn reads
+// (recv), and returns false to wait until the poller reports the socket
+// readable, true to end. The readiness is reset once, when poll starts.
+func (c *rawCall) poll(fn func(fd uintptr) bool) error { return c.raw.Read(fn) }
+
+// recv is one read into b, which is not empty, of what the socket fd
+// holds; EAGAIN when it holds nothing.
+func (*rawCall) recv(fd uintptr, b []byte) (int, syscall.Errno) {
+	n, errno := recvNow(fd, b)
+	return int(n), errno
+}
+
 // once is fn: one call; false asks the poller to wait (nothing to read).
 func (c *rawCall) once(fd uintptr) bool {
 	n, errno := recvNow(fd, c.buf)

@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/eclipse/paho.golang/packets"
 )
 
 // TestTryWriteAfterClose: a raw write goes to the connection while it is
@@ -54,5 +56,44 @@ func TestTryWriteAfterClose(t *testing.T) {
 	_ = nextPeer.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 	if n, _ := nextPeer.Read(got); n > 0 {
 		t.Errorf("the connection opened after Close received %q, written through the closed one", got[:n])
+	}
+}
+
+// TestPacketConnNoReadBeforeWait: on a raw connection, an acknowledgement
+// that arrives while the one before is being handled (after the read that
+// emptied the socket, before the reader waits again) is not missed,
+// although the reader waits without reading first. Each acknowledgement
+// here is sent from the handling of the one before, as a sensor's next
+// QoS 1 PUBLISH follows its PUBACK; the pause lets the poller see it
+// before the reader waits.
+func TestPacketConnNoReadBeforeWait(t *testing.T) {
+	nc, peer := tcpPair(t)
+	const n = 20
+	got := make(chan uint16, n)
+	pc := newPacketConn(newConnWriter(nc), func(kind byte, id uint16, rc byte) {
+		if id < n {
+			if _, err := peer.Write(ackPacket(packets.PUBACK, id+1)); err != nil {
+				t.Error(err)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		got <- id
+	})
+	if pc.raw == nil {
+		t.Fatal("no raw reads on a TCP connection")
+	}
+	go func() { _, _ = packets.ReadPacket(pc) }() // returns when the test's cleanup closes the connection
+	if _, err := peer.Write(ackPacket(packets.PUBACK, 1)); err != nil {
+		t.Fatal(err)
+	}
+	for want := uint16(1); want <= n; want++ {
+		select {
+		case id := <-got:
+			if id != want {
+				t.Fatalf("acknowledgement %d handed over, want %d", id, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("acknowledgement %d not handed over within 5 s: the reader missed its arrival", want)
+		}
 	}
 }

@@ -17,6 +17,11 @@ func (*rawCall) do([]byte) (int, syscall.Errno, error) {
 	panic("upstream: rawCall without a platform")
 }
 
+func (*rawCall) poll(func(uintptr) bool) error { panic("upstream: rawCall without a platform") }
+func (*rawCall) recv(uintptr, []byte) (int, syscall.Errno) {
+	panic("upstream: rawCall without a platform")
+}
+
 func (*rawSend) init(syscall.RawConn)             {}
 func (*rawSend) usable() bool                     { return false }
 func (*rawSend) send([]byte) (int, syscall.Errno) { panic("upstream: rawSend without a platform") }
