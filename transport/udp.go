@@ -285,7 +285,9 @@ func (l *UDPListener) WriteTo(b []byte, addr netip.AddrPort) error {
 }
 
 // Close closes the socket, which makes Serve return nil. It does not wait for
-// Serve to return, so a handler may call it. Calls after the first return nil.
+// Serve to return, so a handler may call it; it waits only for a WriteTo
+// already in its system call, which does not block. Calls after the first
+// return nil.
 func (l *UDPListener) Close() error {
 	if !l.closed.CompareAndSwap(false, true) {
 		return nil

@@ -16,5 +16,8 @@ type rawSender struct{}
 
 func newRawSender(*net.UDPConn) *rawSender { return nil }
 
+// send leaves every datagram to net.
 func (*rawSender) send([]byte, netip.AddrPort) error { return errNotRaw }
-func (*rawSender) retire()                           {}
+
+// retire has nothing to stop.
+func (*rawSender) retire() {}

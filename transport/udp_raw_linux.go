@@ -5,12 +5,12 @@ package transport
 import (
 	"net"
 	"net/netip"
-	"runtime"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"unsafe"
+
+	"github.com/sensorgate/mqttsn-gateway/internal/fdguard"
 )
 
 // rawReader returns a readFunc that reads one datagram from conn with a
@@ -90,12 +90,11 @@ func networkPort(p uint16) uint16 {
 // that a closed descriptor's number, reused by another socket, is never
 // written to.
 type rawSender struct {
-	sending atomic.Int32 // straight sends in progress
-	retired atomic.Bool
-	inet6   bool // the socket is AF_INET6 (IPv4 peers as mapped addresses)
-	fd      uintptr
-	rc      syscall.RawConn
-	calls   sync.Pool
+	guard fdguard.Guard // the straight sends
+	inet6 bool          // the socket is AF_INET6 (IPv4 peers as mapped addresses)
+	fd    uintptr
+	rc    syscall.RawConn
+	calls sync.Pool
 }
 
 // sendCall is one sendto(2) with its destination, bound once to fn, for a
@@ -139,8 +138,10 @@ func newRawSender(conn *net.UDPConn) *rawSender {
 	return s
 }
 
-// send writes b to addr; errNotRaw when it leaves that to net: an empty
-// datagram, a zone that is not a number, an IPv6 peer of an IPv4 socket.
+// send writes b to addr, waiting in the poller while the send buffer is
+// full; errNotRaw when it leaves that to net (an empty datagram, a zone
+// that is not a number, an IPv6 peer of an IPv4 socket), and an error
+// wrapping net.ErrClosed once retired.
 func (s *rawSender) send(b []byte, addr netip.AddrPort) error {
 	if len(b) == 0 {
 		return errNotRaw
@@ -150,17 +151,11 @@ func (s *rawSender) send(b []byte, addr netip.AddrPort) error {
 	if !ok {
 		return errNotRaw
 	}
-	// Raised before retired is read: retire, which sets retired before it
-	// reads sending, either sees this send and waits for it, or this send
-	// sees retired.
-	s.sending.Add(1)
-	if s.retired.Load() {
-		s.sending.Add(-1)
+	if !s.guard.Enter() {
 		return &net.OpError{Op: "write", Net: "udp", Err: net.ErrClosed}
 	}
-	_, _, errno := syscall.RawSyscall6(syscall.SYS_SENDTO, s.fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)),
-		syscall.MSG_DONTWAIT, uintptr(unsafe.Pointer(&to)), uintptr(toLen))
-	s.sending.Add(-1)
+	errno := sendto(s.fd, b, &to, toLen, syscall.MSG_DONTWAIT)
+	s.guard.Exit()
 	switch errno {
 	case 0:
 		return nil
@@ -189,11 +184,13 @@ func (s *rawSender) sendWaiting(b []byte, to *syscall.RawSockaddrInet6, toLen ui
 
 // retire waits for a straight send in progress, which does not block, and
 // fails every later one.
-func (s *rawSender) retire() {
-	s.retired.Store(true)
-	for s.sending.Load() != 0 {
-		runtime.Gosched()
-	}
+func (s *rawSender) retire() { s.guard.Retire() }
+
+// sendto is one sendto(2) of b on the socket fd to the address to.
+func sendto(fd uintptr, b []byte, to *syscall.RawSockaddrInet6, toLen uint32, flags int) syscall.Errno {
+	_, _, errno := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)),
+		uintptr(flags), uintptr(unsafe.Pointer(to)), uintptr(toLen))
+	return errno
 }
 
 // sockaddr sets *to to addr and returns its length, or false if addr
@@ -223,8 +220,7 @@ func sockaddr(to *syscall.RawSockaddrInet6, addr netip.AddrPort, inet6 bool) (ui
 
 // once is fn: one sendto(2), or false to wait for room in the send buffer.
 func (c *sendCall) once(fd uintptr) bool {
-	_, _, errno := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&c.b[0])), uintptr(len(c.b)),
-		0, uintptr(unsafe.Pointer(&c.to)), uintptr(c.toLen))
+	errno := sendto(fd, c.b, &c.to, c.toLen, 0)
 	if errno == syscall.EAGAIN {
 		return false
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -101,5 +102,54 @@ func TestWriteToAfterClose(t *testing.T) {
 	_ = dst.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 	if n, _ := dst.Read(got); n > 0 {
 		t.Errorf("received %q after Close, sent through the socket that reused the descriptor", got[:n])
+	}
+}
+
+// TestWriteToDuringClose: datagrams sent from several goroutines while the
+// listener closes, and while a new socket takes the closed descriptor's
+// number, all come from the listener's own address.
+func TestWriteToDuringClose(t *testing.T) {
+	dst, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	_ = dst.SetReadBuffer(4 << 20)
+	to := dst.LocalAddr().(*net.UDPAddr).AddrPort()
+	for round := range 20 {
+		l, err := ListenUDP("127.0.0.1:0", UDPOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		from := l.LocalAddr()
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for l.WriteTo([]byte("x"), to) == nil {
+				}
+			}()
+		}
+		time.Sleep(time.Millisecond)
+		_ = l.Close()
+		next, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}) // most likely the closed descriptor
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+		_ = next.Close()
+		wg.Wait()
+		buf := make([]byte, 16)
+		for {
+			_ = dst.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+			_, src, err := dst.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				break
+			}
+			if src != from {
+				t.Fatalf("round %d: a datagram from %s, not the listener's %s: sent through a socket that reused its descriptor", round, src, from)
+			}
+		}
 	}
 }

@@ -295,19 +295,16 @@ func (c *conn) TryPublish(m gateway.Message, done func(error)) bool {
 // nil, a *gateway.RefusedError for a refusal (by the broker's reason code
 // rc or by its CONNACK limits), or err with context.
 func publishOutcome(topic string, rc byte, err error) error {
-	if err == nil && rc < 0x80 {
-		return nil // the common case, without errors.As's target on the heap
-	}
-	var refused *errRefused
-	switch {
-	case errors.As(err, &refused):
-		return &gateway.RefusedError{Code: mqttsn.RejectedNotSupported, Reason: refused.reason}
-	case err != nil:
-		return fmt.Errorf("upstream: publish %q: %w", topic, err)
-	case rc >= 0x80:
+	if err == nil {
+		if rc < 0x80 {
+			return nil
+		}
 		return &gateway.RefusedError{Code: ackCode(rc), Reason: fmt.Sprintf("reason code 0x%02x", rc)}
 	}
-	return nil
+	if refused, ok := errors.AsType[*errRefused](err); ok {
+		return &gateway.RefusedError{Code: mqttsn.RejectedNotSupported, Reason: refused.reason}
+	}
+	return fmt.Errorf("upstream: publish %q: %w", topic, err)
 }
 
 // Subscribe subscribes to filter and returns the granted QoS.

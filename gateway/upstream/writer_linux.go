@@ -1,9 +1,9 @@
 package upstream
 
 import (
-	"runtime"
-	"sync/atomic"
 	"syscall"
+
+	"github.com/sensorgate/mqttsn-gateway/internal/fdguard"
 )
 
 // rawCall is a read on a connection's descriptor (recvNow), made raw: the
@@ -68,10 +68,9 @@ func (c *rawCall) once(fd uintptr) bool {
 // retire, before the connection is closed, waits for a send in progress
 // and makes later ones fail.
 type rawSend struct {
-	sending atomic.Int32 // sends in progress
-	retired atomic.Bool
-	valid   bool // init was given a descriptor
-	fd      uintptr
+	guard fdguard.Guard
+	valid bool // init was given a descriptor
+	fd    uintptr
 }
 
 // init takes raw's descriptor.
@@ -85,15 +84,11 @@ func (s *rawSend) usable() bool { return s.valid }
 // send writes what the socket takes of b at once; EAGAIN when it takes
 // nothing, EBADF once retired.
 func (s *rawSend) send(b []byte) (int, syscall.Errno) {
-	// Raised before retired is read: retire, which sets retired before it
-	// reads sending, either sees this send and waits for it, or this send
-	// sees retired.
-	s.sending.Add(1)
-	defer s.sending.Add(-1)
-	if s.retired.Load() {
+	if !s.guard.Enter() {
 		return 0, syscall.EBADF
 	}
 	n, errno := sendNow(s.fd, b)
+	s.guard.Exit()
 	if errno != 0 {
 		return 0, errno
 	}
@@ -102,12 +97,7 @@ func (s *rawSend) send(b []byte) (int, syscall.Errno) {
 
 // retire waits for a send in progress, which does not block, and fails
 // every later one.
-func (s *rawSend) retire() {
-	s.retired.Store(true)
-	for s.sending.Load() != 0 {
-		runtime.Gosched()
-	}
-}
+func (s *rawSend) retire() { s.guard.Retire() }
 
 // connWriterPad makes connWriter 192 octets on 64-bit platforms.
 const connWriterPad = 40

@@ -20,6 +20,7 @@ var rules = map[string][]string{
 	"gateway/upstream":  {module + "/gateway/config", module + "/gateway/broker", "github.com/mochi-mqtt/", "github.com/BurntSushi/"},
 	"gateway/broker":    {module + "/gateway/config", "github.com/eclipse/", "github.com/BurntSushi/"},
 	"gateway/config":    {module + "/gateway/broker", module + "/gateway/upstream", "github.com/eclipse/", "github.com/mochi-mqtt/"},
+	"internal/fdguard":  {module + "/", "github.com/"},
 	"internal/snclient": {module + "/gateway", module + "/topicmap", module + "/transport"},
 	"internal/fleet":    {module + "/gateway", module + "/topicmap", module + "/transport"},
 	"firmware-sim":      {module + "/gateway", module + "/topicmap", module + "/transport", module + "/internal/"},
