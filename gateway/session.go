@@ -136,10 +136,10 @@ type session struct {
 	cleanSession bool
 	everActive   bool // the session has been connected once: it has state worth keeping
 	will         *Will
-	pendingWill  *Will                   // WILLTOPIC received, WILLMSG awaited
-	subs         map[string]byte         // filter → granted QoS
-	upPending    map[pendingKey]struct{} // client requests waiting for the broker
-	qos2In       map[uint16]bool         // uplink QoS 2 MsgIds before PUBREL; true once PUBREC was sent
+	pendingWill  *Will           // WILLTOPIC received, WILLMSG awaited
+	subs         map[string]byte // filter → granted QoS
+	upPending    pendingSet      // client requests waiting for the broker
+	qos2In       map[uint16]bool // uplink QoS 2 MsgIds before PUBREL; true once PUBREC was sent
 	nextMsgID    uint16
 
 	sleepFor time.Duration // the sleep timer: Duration × SleepTolerance
@@ -160,6 +160,35 @@ type inbound struct {
 type pendingKey struct {
 	t     mqttsn.Type
 	msgID uint16
+}
+
+// pendingSet holds the client requests waiting for the broker, at most
+// opsSize of them (a request is added only once queued upstream, and the
+// set is emptied when the client connects again): a slice searched in
+// order, which for so few is cheaper than a map's hashing and the cache
+// lines its groups take.
+type pendingSet []pendingKey
+
+func (p pendingSet) has(k pendingKey) bool {
+	for _, q := range p {
+		if q == k {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *pendingSet) add(k pendingKey) { *p = append(*p, k) }
+
+func (p *pendingSet) remove(k pendingKey) {
+	s := *p
+	for i, q := range s {
+		if q == k {
+			s[i] = s[len(s)-1]
+			*p = s[:len(s)-1]
+			return
+		}
+	}
 }
 
 // delivery is a broker message with the generation of the upstream

@@ -114,7 +114,7 @@ func (s *session) onPublishResult(r resPublish) {
 	}
 	switch p.qos {
 	case 1:
-		delete(s.upPending, pendingKey{t: mqttsn.TypePublish, msgID: p.msgID})
+		s.upPending.remove(pendingKey{t: mqttsn.TypePublish, msgID: p.msgID})
 		s.send(&mqttsn.PubAck{TopicID: p.topicID, MsgID: p.msgID, ReturnCode: returnCode(r.err)})
 	case 2:
 		if r.err != nil {
@@ -164,7 +164,7 @@ func (s *session) onSubscribeResult(r resSubscribe) {
 	if r.op.epoch != s.epoch {
 		return
 	}
-	delete(s.upPending, pendingKey{t: mqttsn.TypeSubscribe, msgID: r.op.msgID})
+	s.upPending.remove(pendingKey{t: mqttsn.TypeSubscribe, msgID: r.op.msgID})
 	if r.err != nil {
 		s.logInfo().Err(r.err).Str("filter", r.op.filter).Msg("broker refused a SUBSCRIBE")
 		s.send(&mqttsn.SubAck{MsgID: r.op.msgID, ReturnCode: returnCodeOf(r.err)})
@@ -209,7 +209,7 @@ func (s *session) onUnsubscribeResult(r resUnsubscribe) {
 	if r.op.internal {
 		return
 	}
-	delete(s.upPending, pendingKey{t: mqttsn.TypeUnsubscribe, msgID: r.op.msgID})
+	s.upPending.remove(pendingKey{t: mqttsn.TypeUnsubscribe, msgID: r.op.msgID})
 	s.send(&mqttsn.UnsubAck{MsgID: r.op.msgID})
 }
 
@@ -268,17 +268,9 @@ func validFilter(f string) bool {
 	return true
 }
 
-func (s *session) isPending(k pendingKey) bool {
-	_, ok := s.upPending[k]
-	return ok
-}
+func (s *session) isPending(k pendingKey) bool { return s.upPending.has(k) }
 
-func (s *session) setPending(k pendingKey) {
-	if s.upPending == nil {
-		s.upPending = make(map[pendingKey]struct{})
-	}
-	s.upPending[k] = struct{}{}
-}
+func (s *session) setPending(k pendingKey) { s.upPending.add(k) }
 
 // returnCode is Accepted for nil, else the error's return code (A20).
 func returnCode(err error) mqttsn.ReturnCode {
