@@ -56,8 +56,10 @@ type Conn interface {
 	// sent (a *RefusedError for a message the broker's limits refuse) and
 	// done is not called. Publish waits, until ctx ends, while the broker's
 	// Receive Maximum of QoS 1/2 messages are unacknowledged. done(nil)
-	// runs on the goroutine that reads the connection, holding none of
-	// its locks: it may call TryPublish and Delivery.Ack, never wait.
+	// runs on the goroutine that reads the connection, within its read:
+	// it may call TryPublish and Delivery.Ack, never wait, and never end
+	// the connection itself (Drop, Disconnect), whose close would wait
+	// for that read.
 	Publish(ctx context.Context, m Message, done func(error)) error
 	// TryPublish is Publish without waiting: it sends m only if that needs
 	// no wait (for room under the broker's Receive Maximum or in the

@@ -23,7 +23,8 @@ const readBuffer = 256
 // the gateway publishes without paho, so paho has nothing to do with
 // them, and decoding them its way costs allocations and a hand-off each.
 // On a connWriter with raw reads, they are handled within the read itself
-// (see fill). Writes are gathered into whole packets: paho writes a packet
+// (see fill), so acks must not close the connection: Close would wait for
+// the read to end. Writes are gathered into whole packets: paho writes a packet
 // as several pieces (fixed header, variable header, payload), which on
 // the bare connection is one writev, but through any wrapper becomes one
 // write per piece — more system calls, and pieces of packets written by
@@ -175,42 +176,45 @@ func (c *packetConn) readMore() error {
 }
 
 // fill is the raw read's callback (see rawCall.poll): it reads what the
-// socket holds and hands over the acknowledgements in it at once. When
-// they were all there was, and the read took less than the room it had
-// (so the socket is empty), it asks the poller to wait for the next
-// arrival straight away: a plain read loop would first read again, only
-// to find nothing, one system call more per acknowledgement. The poller
-// reports an arrival whether it comes before the wait or during it (its
-// readiness is reset only when a read starts, in poll). It reports true
-// when paho has a packet to read, or the connection failed (fillErr).
+// socket holds and hands over the acknowledgements in it at once, then
+// reads again, until there is a packet for paho, the socket is empty
+// (EAGAIN: the poller then waits, within the same poll, without a new
+// start), or the connection failed (fillErr). It reports true for paho's
+// packet or a failure.
+//
+// It never waits after a read that found data, even a short one that left
+// the socket empty: that read may have taken the end of the stream (a FIN
+// is taken with the data before it) or left an error to report (a reset),
+// and neither raises a new readiness for the poller, so only the next
+// read learns of them.
 func (c *packetConn) fill(fd uintptr) bool {
-	room := c.buf[c.end:]
-	n, errno := c.raw.rd.recv(fd, room)
-	switch {
-	case errno == syscall.EAGAIN:
-		return false
-	case errno != 0:
-		c.fillErr = &net.OpError{Op: "read", Net: "tcp", Err: errno}
-		return true
-	case n == 0:
-		c.fillErr = io.EOF
-		return true
-	}
-	c.end += n
-	c.raw.noteReceived()
-	ready, err := c.handle()
-	if err != nil {
-		c.fillErr = err
-		return true
-	}
-	if ready || n == len(room) {
-		return true // paho's turn, or more to read at once
-	}
-	if c.r > 0 {
+	for {
+		n, errno := c.raw.rd.recv(fd, c.buf[c.end:])
+		switch {
+		case errno == syscall.EAGAIN:
+			return false
+		case errno != 0:
+			c.fillErr = &net.OpError{Op: "read", Net: "tcp", Err: errno}
+			return true
+		case n == 0:
+			c.fillErr = io.EOF
+			return true
+		}
+		c.end += n
+		c.raw.noteReceived()
+		ready, err := c.handle()
+		if err != nil {
+			c.fillErr = err
+			return true
+		}
+		if ready {
+			return true
+		}
+		// Only the start of a packet (at most 8 octets) is left: move it
+		// to the front, for room.
 		c.end = copy(c.buf[:], c.buf[c.r:c.end])
 		c.r = 0
 	}
-	return false
 }
 
 // Write gathers p into the packet being written, and writes every packet

@@ -3,6 +3,7 @@ package upstream
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"reflect"
@@ -223,4 +224,66 @@ func tcpPairOn(t *testing.T, ln net.Listener) (net.Conn, net.Conn) {
 	}
 	t.Cleanup(func() { _ = nc.Close(); _ = peer.Close() })
 	return nc, peer
+}
+
+// TestPacketConnSeesEndAfterAck: the end of the stream (FIN) or a reset
+// (RST) that comes right after an acknowledgement is reported to paho's
+// reader at once, whether it arrives before the reader starts or while it
+// waits. (A read that takes the last acknowledgement may take the FIN
+// with it, and neither raises a new readiness.)
+func TestPacketConnSeesEndAfterAck(t *testing.T) {
+	for _, raw := range []bool{false, true} {
+		for _, reset := range []bool{false, true} {
+			for _, waiting := range []bool{false, true} {
+				name := fmt.Sprintf("raw=%v/reset=%v/waiting=%v", raw, reset, waiting)
+				t.Run(name, func(t *testing.T) {
+					for range 10 {
+						testPacketConnSeesEndAfterAck(t, raw, reset, waiting)
+					}
+				})
+			}
+		}
+	}
+}
+
+func testPacketConnSeesEndAfterAck(t *testing.T, raw, reset, waiting bool) {
+	nc, peer := tcpPair(t)
+	if raw {
+		nc = newConnWriter(nc)
+	}
+	acked := make(chan uint16, 1)
+	pc := newPacketConn(nc, func(_ byte, id uint16, _ byte) { acked <- id })
+	end := func() {
+		if _, err := peer.Write(ackPacket(packets.PUBACK, 1)); err != nil {
+			t.Fatal(err)
+		}
+		if reset {
+			_ = peer.(*net.TCPConn).SetLinger(0)
+		}
+		_ = peer.Close()
+	}
+	if !waiting {
+		end()
+		time.Sleep(5 * time.Millisecond) // both arrive before the reader reads
+	}
+	result := make(chan error, 1)
+	go func() {
+		_, err := packets.ReadPacket(pc)
+		result <- err
+	}()
+	if waiting {
+		time.Sleep(5 * time.Millisecond) // the reader waits in the poller
+		end()
+	}
+	select {
+	case err := <-result:
+		if err == nil {
+			t.Fatal("ReadPacket returned a packet; want the connection's end")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the connection's end after an acknowledgement not reported within 5 s")
+	}
+	if id := <-acked; id != 1 {
+		t.Errorf("acknowledgement %d handed over, want 1", id)
+	}
 }

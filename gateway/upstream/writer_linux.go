@@ -40,7 +40,8 @@ func (c *rawCall) do(b []byte) (n int, errno syscall.Errno, err error) {
 
 // poll runs fn in the runtime's read loop on the descriptor: fn reads
 // (recv), and returns false to wait until the poller reports the socket
-// readable, true to end. The readiness is reset once, when poll starts.
+// readable (only after a read that found it empty: see packetConn.fill),
+// true to end.
 func (c *rawCall) poll(fn func(fd uintptr) bool) error { return c.raw.Read(fn) }
 
 // recv is one read into b, which is not empty, of what the socket fd

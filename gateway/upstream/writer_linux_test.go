@@ -59,14 +59,14 @@ func TestTryWriteAfterClose(t *testing.T) {
 	}
 }
 
-// TestPacketConnNoReadBeforeWait: on a raw connection, an acknowledgement
-// that arrives while the one before is being handled (after the read that
-// emptied the socket, before the reader waits again) is not missed,
-// although the reader waits without reading first. Each acknowledgement
-// here is sent from the handling of the one before, as a sensor's next
-// QoS 1 PUBLISH follows its PUBACK; the pause lets the poller see it
-// before the reader waits.
-func TestPacketConnNoReadBeforeWait(t *testing.T) {
+// TestPacketConnAckDuringHandling: on a raw connection, whose
+// acknowledgements are handled within the read, one that arrives while
+// the one before is being handled is not missed. Each acknowledgement here
+// is sent from the handling of the one before, as a sensor's next QoS 1
+// PUBLISH follows its PUBACK; the pause lets the poller see it first. (A
+// reader that waited after handling, on a freshly reset readiness, would
+// stall here.)
+func TestPacketConnAckDuringHandling(t *testing.T) {
 	nc, peer := tcpPair(t)
 	const n = 20
 	got := make(chan uint16, n)
