@@ -121,7 +121,8 @@ func (m *Publish) setFields(b []byte) {
 // Decode stores a payload of up to inlineData octets in the same
 // allocation as its Publish, in the smallest of three boxes that holds it,
 // so that a PUBLISH of a sensor's usual size costs one allocation. (A
-// payload kept, in a queue, keeps its whole box: at most twice its size.)
+// payload kept, in a queue, keeps its whole box: at most twice its size,
+// or 64 octets.)
 const inlineData = 256
 
 // Publishes with room for a payload beside them.
