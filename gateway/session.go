@@ -86,7 +86,7 @@ type session struct {
 	// the allocator's type header; the lines below count from there, and
 	// TestSessionLayout checks them. Line 1: ownership, counts and state.
 	runMu          sync.Mutex   // guards running
-	queued         atomic.Int32 // events in inbox, control and tick: raised after each send, lowered after each receive
+	queued         atomic.Int32 // events in inbox, control and tick: raised before each send (see offer), lowered after each receive
 	stopping       atomic.Bool  // stop was called: quit is closed
 	replaced       atomic.Bool  // another client now owns this session's address
 	outstanding    atomic.Int32 // client requests queued upstream, bounded by opsSize; the worker ends QoS 0 PUBLISHes itself
@@ -169,6 +169,7 @@ type pendingKey struct {
 // lines its groups take.
 type pendingSet []pendingKey
 
+// has reports whether k is pending.
 func (p pendingSet) has(k pendingKey) bool {
 	for _, q := range p {
 		if q == k {
@@ -178,8 +179,10 @@ func (p pendingSet) has(k pendingKey) bool {
 	return false
 }
 
+// add records k, which is not pending yet.
 func (p *pendingSet) add(k pendingKey) { *p = append(*p, k) }
 
+// remove forgets k, if it is pending.
 func (p *pendingSet) remove(k pendingKey) {
 	s := *p
 	for i, q := range s {

@@ -47,7 +47,7 @@ func (s *session) onPublish(m *mqttsn.Publish) {
 	key := pendingKey{t: mqttsn.TypePublish, msgID: m.MsgID}
 	switch m.QoS {
 	case mqttsn.QoS1:
-		if s.isPending(key) {
+		if s.upPending.has(key) {
 			return // a retransmission: the PUBACK follows the broker's
 		}
 	case mqttsn.QoS2:
@@ -80,7 +80,7 @@ func (s *session) onPublish(m *mqttsn.Publish) {
 	}
 	switch m.QoS {
 	case mqttsn.QoS1:
-		s.setPending(key)
+		s.upPending.add(key)
 	case mqttsn.QoS2:
 		if s.qos2In == nil {
 			s.qos2In = make(map[uint16]bool)
@@ -141,7 +141,7 @@ func (s *session) onPubRel(m *mqttsn.PubRel) {
 // and the topic id per decision A11.
 func (s *session) onSubscribe(m *mqttsn.Subscribe) {
 	key := pendingKey{t: mqttsn.TypeSubscribe, msgID: m.MsgID}
-	if s.isPending(key) {
+	if s.upPending.has(key) {
 		return
 	}
 	filter, topicID, rc := s.resolveFilter(m.TopicIDType, m.TopicName, m.TopicID, true)
@@ -156,7 +156,7 @@ func (s *session) onSubscribe(m *mqttsn.Subscribe) {
 		s.send(&mqttsn.SubAck{MsgID: m.MsgID, ReturnCode: mqttsn.RejectedCongestion})
 		return
 	}
-	s.setPending(key)
+	s.upPending.add(key)
 }
 
 func (s *session) onSubscribeResult(r resSubscribe) {
@@ -181,7 +181,7 @@ func (s *session) onSubscribeResult(r resSubscribe) {
 // onUnsubscribe removes a subscription upstream.
 func (s *session) onUnsubscribe(m *mqttsn.Unsubscribe) {
 	key := pendingKey{t: mqttsn.TypeUnsubscribe, msgID: m.MsgID}
-	if s.isPending(key) {
+	if s.upPending.has(key) {
 		return
 	}
 	filter, _, rc := s.resolveFilter(m.TopicIDType, m.TopicName, m.TopicID, false)
@@ -193,7 +193,7 @@ func (s *session) onUnsubscribe(m *mqttsn.Unsubscribe) {
 	if !s.request(op{kind: opUnsubscribe, filter: filter, msgID: m.MsgID}) {
 		return // no way to say congestion in UNSUBACK; the client retransmits
 	}
-	s.setPending(key)
+	s.upPending.add(key)
 }
 
 func (s *session) onUnsubscribeResult(r resUnsubscribe) {
@@ -267,10 +267,6 @@ func validFilter(f string) bool {
 	}
 	return true
 }
-
-func (s *session) isPending(k pendingKey) bool { return s.upPending.has(k) }
-
-func (s *session) setPending(k pendingKey) { s.upPending.add(k) }
 
 // returnCode is Accepted for nil, else the error's return code (A20).
 func returnCode(err error) mqttsn.ReturnCode {

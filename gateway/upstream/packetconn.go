@@ -2,7 +2,6 @@ package upstream
 
 import (
 	"errors"
-	"io"
 	"net"
 	"sync"
 	"syscall"
@@ -156,10 +155,7 @@ func (c *packetConn) handle() (bool, error) {
 // readMore reads what the connection has after what buf holds, which is
 // at most the start of one packet.
 func (c *packetConn) readMore() error {
-	if c.r > 0 {
-		c.end = copy(c.buf[:], c.buf[c.r:c.end])
-		c.r = 0
-	}
+	c.compact()
 	if c.raw != nil {
 		c.fillErr = nil
 		if err := c.raw.rd.poll(c.fillFn); err != nil {
@@ -190,14 +186,10 @@ func (c *packetConn) readMore() error {
 func (c *packetConn) fill(fd uintptr) bool {
 	for {
 		n, errno := c.raw.rd.recv(fd, c.buf[c.end:])
-		switch {
-		case errno == syscall.EAGAIN:
+		if errno == syscall.EAGAIN {
 			return false
-		case errno != 0:
-			c.fillErr = &net.OpError{Op: "read", Net: "tcp", Err: errno}
-			return true
-		case n == 0:
-			c.fillErr = io.EOF
+		}
+		if c.fillErr = readError(n, errno); c.fillErr != nil {
 			return true
 		}
 		c.end += n
@@ -210,8 +202,13 @@ func (c *packetConn) fill(fd uintptr) bool {
 		if ready {
 			return true
 		}
-		// Only the start of a packet (at most 8 octets) is left: move it
-		// to the front, for room.
+		c.compact() // only the start of a packet (at most 8 octets) is left
+	}
+}
+
+// compact moves what buf holds to its front, for room after it.
+func (c *packetConn) compact() {
+	if c.r > 0 {
 		c.end = copy(c.buf[:], c.buf[c.r:c.end])
 		c.r = 0
 	}

@@ -78,16 +78,27 @@ func (w *connWriter) Read(b []byte) (int, error) {
 		return n, err
 	}
 	n, errno, err := w.rd.do(b)
-	switch {
-	case err != nil:
+	if err == nil {
+		err = readError(n, errno)
+	}
+	if err != nil {
 		return 0, err
-	case errno != 0:
-		return 0, &net.OpError{Op: "read", Net: "tcp", Err: errno}
-	case n == 0:
-		return 0, io.EOF
 	}
 	w.noteReceived()
 	return n, nil
+}
+
+// readError is what a raw read that returned n octets and errno (not
+// EAGAIN) means for the reader: nil when it read something, io.EOF when
+// the peer closed the connection, else the error.
+func readError(n int, errno syscall.Errno) error {
+	switch {
+	case errno != 0:
+		return &net.OpError{Op: "read", Net: "tcp", Err: errno}
+	case n == 0:
+		return io.EOF
+	}
+	return nil
 }
 
 // Write writes b whole, waiting for the socket as long as it takes.
