@@ -10,8 +10,10 @@ import (
 	"github.com/sensorgate/mqttsn-gateway/gateway/config"
 )
 
-// TestDTLSOptionsFromConfig: every [dtls] setting that the listener takes
-// reaches its options, and the PSK callback answers from the table.
+// TestDTLSOptionsFromConfig: the scalar [dtls] settings that the listener
+// takes reach its options, and the PSK callback answers from the table.
+// (Certificates, and require_client_cert with them, need certificate files;
+// this test leaves them at their defaults.)
 func TestDTLSOptionsFromConfig(t *testing.T) {
 	cfg := config.Default()
 	cfg.UDP.MaxDatagram, cfg.UDP.ReadBuffer = 600, 1<<20

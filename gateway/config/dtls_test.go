@@ -466,7 +466,7 @@ func TestParseDTLSErrors(t *testing.T) {
 			"[dtls]\nlisten = [\":5684\"]\nidle_timeout = \"27h\"",
 			[]problem{
 				{"dtls.psk_file", "no credentials"},
-				{"dtls.idle_timeout", `"27h" is shorter than the longest silence a session allows (65535 s × 1.5 = 27h18m23s): a sleeping sensor's association would close under its session; make it at least "28h"`},
+				{"dtls.idle_timeout", `"27h" is shorter than the longest silence a session allows (65535 s × 1.5 = 27h18m23s): a silent sensor's association would close under its session (the larger of the keep-alive's 1.5 and sleep.tolerance); make it at least "28h"`},
 			},
 		},
 		{
@@ -474,7 +474,7 @@ func TestParseDTLSErrors(t *testing.T) {
 			"[dtls]\nlisten = [\":5684\"]\n[sleep]\ntolerance = 2",
 			[]problem{
 				{"dtls.psk_file", "no credentials"},
-				{"dtls.idle_timeout", `"28h" is shorter than the longest silence a session allows (65535 s × 2 = 36h24m30s): a sleeping sensor's association would close under its session; make it at least "37h"`},
+				{"dtls.idle_timeout", `"28h" is shorter than the longest silence a session allows (65535 s × 2 = 36h24m30s): a silent sensor's association would close under its session (the larger of the keep-alive's 1.5 and sleep.tolerance); make it at least "37h"`},
 			},
 		},
 		{
