@@ -157,11 +157,16 @@ func (c *packetConn) handle() (bool, error) {
 func (c *packetConn) readMore() error {
 	c.compact()
 	if c.raw != nil {
-		c.fillErr = nil
-		if err := c.raw.rd.poll(c.fillFn); err != nil {
-			return err
+		for {
+			c.fillErr = nil
+			err := c.raw.rd.poll(c.fillFn)
+			if err == nil {
+				return c.fillErr
+			}
+			if !c.raw.woken(err) {
+				return err
+			}
 		}
-		return c.fillErr
 	}
 	n, err := c.Conn.Read(c.buf[c.end:])
 	c.end += n
@@ -173,18 +178,22 @@ func (c *packetConn) readMore() error {
 
 // fill is the raw read's callback (see rawCall.poll): it reads what the
 // socket holds and hands over the acknowledgements in it at once, then
-// reads again, until there is a packet for paho, the socket is empty
-// (EAGAIN: the poller then waits, within the same poll, without a new
-// start), or the connection failed (fillErr). It reports true for paho's
-// packet or a failure.
+// reads again, until there is a packet for paho, the connection failed
+// (fillErr), or the socket is empty; the poller then waits, within the
+// same poll, without a new start. It reports true for paho's packet or a
+// failure.
 //
-// It never waits after a read that found data, even a short one that left
-// the socket empty: that read may have taken the end of the stream (a FIN
-// is taken with the data before it) or left an error to report (a reset),
-// and neither raises a new readiness for the poller, so only the next
-// read learns of them.
+// The socket is empty when a read says so (EAGAIN), and most likely when
+// a read took less than it had room for. On that evidence alone fill
+// waits only while the connection's hangupWatch would wake it
+// (connWriter.mayWait): such a read may have taken the end of the stream
+// with it (a FIN is taken with the data before it) or left an error to
+// report (a reset), and neither raises a new readiness for the poller, so
+// without the watch only the next read learns of them. (Data that comes
+// after the read does raise one: the wait then ends at once.)
 func (c *packetConn) fill(fd uintptr) bool {
 	for {
+		room := len(c.buf) - c.end
 		n, errno := c.raw.rd.recv(fd, c.buf[c.end:])
 		if errno == syscall.EAGAIN {
 			return false
@@ -203,6 +212,9 @@ func (c *packetConn) fill(fd uintptr) bool {
 			return true
 		}
 		c.compact() // only the start of a packet (at most 8 octets) is left
+		if n < room && c.raw.mayWait() {
+			return false
+		}
 	}
 }
 

@@ -112,25 +112,59 @@ func (c *countingConn) Write(p []byte) (int, error) {
 // octets arrive; paho reads every other packet whole and in order,
 // including ones larger than the read buffer.
 func TestPacketConnTakesAcks(t *testing.T) {
-	t.Run("plain", func(t *testing.T) { testPacketConnTakesAcks(t, false) })
-	t.Run("raw", func(t *testing.T) { testPacketConnTakesAcks(t, true) })
+	for _, mode := range readModes {
+		t.Run(mode.String(), func(t *testing.T) { testPacketConnTakesAcks(t, mode) })
+	}
 }
 
-// testPacketConnTakesAcks runs TestPacketConnTakesAcks on a bare TCP
-// connection, or (raw) on a connWriter, whose acknowledgements are handled
-// within the read and which waits for the next octets without reading
-// again: a wake-up lost there stalls the reader, which the read deadline
-// turns into a failure.
-func testPacketConnTakesAcks(t *testing.T, raw bool) {
+// readMode is how packetConn reads its connection.
+type readMode int
+
+const (
+	modePlain   readMode = iota // a bare TCP connection
+	modeRaw                     // a connWriter: acknowledgements are handled within the raw read
+	modeWatched                 // a connWriter in a hangupWatch: it also waits after a short read
+)
+
+var readModes = []readMode{modePlain, modeRaw, modeWatched}
+
+func (m readMode) String() string { return [...]string{"plain", "raw", "watched"}[m] }
+
+// readerConn returns nc as mode reads it; a watched connection is in a
+// hangupWatch of its own.
+func readerConn(t *testing.T, nc net.Conn, mode readMode) net.Conn {
+	t.Helper()
+	if mode == modePlain {
+		return nc
+	}
+	w := newConnWriter(nc)
+	if runtime.GOOS != "linux" {
+		t.Skipf("no raw reads on %s", runtime.GOOS)
+	}
+	if !w.rd.usable() {
+		t.Fatal("no raw reads on a TCP connection")
+	}
+	if mode == modeWatched {
+		h := new(hangupWatch)
+		h.add(w)
+		if !w.mayWait() {
+			t.Fatal("the connection is not watched")
+		}
+		t.Cleanup(func() { _ = w.Close() })
+	}
+	return w
+}
+
+// testPacketConnTakesAcks runs TestPacketConnTakesAcks: on a connWriter,
+// the acknowledgements are handled within the read, and the reader waits
+// for the next octets without reading again (after a read that found the
+// socket empty, or that took less than it could if watched): a wake-up
+// lost there stalls the reader, which the read deadline turns into a
+// failure.
+func testPacketConnTakesAcks(t *testing.T, mode readMode) {
 	nc, peer := tcpPair(t)
 	_ = nc.SetReadDeadline(time.Now().Add(20 * time.Second))
-	if raw {
-		w := newConnWriter(nc)
-		if !w.rd.usable() && runtime.GOOS == "linux" {
-			t.Fatal("no raw reads on a TCP connection")
-		}
-		nc = w
-	}
+	nc = readerConn(t, nc, mode)
 	longReason := strings.Repeat("r", 300) // an acknowledgement larger than the read buffer
 	big := bytes.Repeat([]byte("p"), 1000)
 	var stream bytes.Buffer
@@ -230,15 +264,16 @@ func tcpPairOn(t *testing.T, ln net.Listener) (net.Conn, net.Conn) {
 // (RST) that comes right after an acknowledgement is reported to paho's
 // reader at once, whether it arrives before the reader starts or while it
 // waits. (A read that takes the last acknowledgement may take the FIN
-// with it, and neither raises a new readiness.)
+// with it, and neither raises a new readiness: the raw reader reads again,
+// or, watched, is woken by its hangupWatch.)
 func TestPacketConnSeesEndAfterAck(t *testing.T) {
-	for _, raw := range []bool{false, true} {
+	for _, mode := range readModes {
 		for _, reset := range []bool{false, true} {
 			for _, waiting := range []bool{false, true} {
-				name := fmt.Sprintf("raw=%v/reset=%v/waiting=%v", raw, reset, waiting)
+				name := fmt.Sprintf("%v/reset=%v/waiting=%v", mode, reset, waiting)
 				t.Run(name, func(t *testing.T) {
 					for range 10 {
-						testPacketConnSeesEndAfterAck(t, raw, reset, waiting)
+						testPacketConnSeesEndAfterAck(t, mode, reset, waiting)
 					}
 				})
 			}
@@ -246,11 +281,9 @@ func TestPacketConnSeesEndAfterAck(t *testing.T) {
 	}
 }
 
-func testPacketConnSeesEndAfterAck(t *testing.T, raw, reset, waiting bool) {
+func testPacketConnSeesEndAfterAck(t *testing.T, mode readMode, reset, waiting bool) {
 	nc, peer := tcpPair(t)
-	if raw {
-		nc = newConnWriter(nc)
-	}
+	nc = readerConn(t, nc, mode)
 	acked := make(chan uint16, 1)
 	pc := newPacketConn(nc, func(_ byte, id uint16, _ byte) { acked <- id })
 	end := func() {

@@ -56,6 +56,7 @@ type Upstream struct {
 	opts    Options
 	address string
 	tlsConf *tls.Config // nil for plain TCP
+	hangups hangupWatch // of the connections' ends, for their readers
 }
 
 var _ gateway.Upstream = (*Upstream)(nil)
@@ -107,6 +108,7 @@ func (up *Upstream) Connect(ctx context.Context, p gateway.ConnectParams, h gate
 		return nil, fmt.Errorf("upstream: dial %s: %w", up.address, err)
 	}
 	w := newConnWriter(nc)
+	up.hangups.add(w)
 	c := &conn{net: w, handler: h, log: up.opts.Log, pinger: newTimerPinger(w)}
 	c.state = &connState{ended: c.ended, raw: w, ackTimeout: up.opts.AckTimeout}
 	c.client = paho.NewClient(paho.ClientConfig{

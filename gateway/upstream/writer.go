@@ -1,8 +1,10 @@
 package upstream
 
 import (
+	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -33,8 +35,18 @@ type connWriter struct {
 	start        time.Time
 	lastReceived atomic.Int64
 
+	// Whether the reader may wait for the poller after a read that left
+	// the socket empty without showing it (see mayWait); read with every
+	// read, so beside lastReceived.
+	readState atomic.Uint32
+
 	net.Conn
 	rd rawCall // paho's reader, through packetConn
+
+	// The hangupWatch that watches the connection (nil: none), and the
+	// connection's key in it.
+	watch   *hangupWatch
+	watchID uint64
 
 	// Padding to a multiple of the cache line: the allocator then places
 	// every connWriter on a line's start, and what a write touches, above,
@@ -78,6 +90,9 @@ func (w *connWriter) Read(b []byte) (int, error) {
 		return n, err
 	}
 	n, errno, err := w.rd.do(b)
+	for err != nil && w.woken(err) {
+		n, errno, err = w.rd.do(b)
+	}
 	if err == nil {
 		err = readError(n, errno)
 	}
@@ -113,10 +128,46 @@ func (w *connWriter) Write(b []byte) (int, error) {
 }
 
 // Close closes the connection once no raw write is in progress on its
-// descriptor (which a closed descriptor's reuse would misdirect).
+// descriptor (which a closed descriptor's reuse would misdirect), and
+// after its hangupWatch let go of it.
 func (w *connWriter) Close() error {
 	w.wr.retire()
+	if w.watch != nil {
+		w.watch.remove(w)
+	}
 	return w.Conn.Close()
+}
+
+// The reader's states (connWriter.readState).
+const (
+	readUnwatched uint32 = iota // no hangupWatch: read until the socket says it is empty
+	readWatched                 // a hangupWatch wakes the reader at the connection's end
+	readHungUp                  // the connection ended, or its watch stopped: read until empty again
+)
+
+// mayWait reports whether the reader, after a read that took what the
+// socket held, may wait for the poller without first reading again to
+// find the socket empty. That read is what shows a FIN or a reset that
+// came right behind the data, since neither raises a new readiness; it
+// may be skipped only while a hangupWatch would report them (unwatch).
+func (w *connWriter) mayWait() bool { return w.readState.Load() == readWatched }
+
+// unwatch ends mayWait and wakes the reader if it waits: its hangupWatch
+// saw the connection end, or can no longer tell. The wake-up is a read
+// deadline in the past, which woken then clears.
+func (w *connWriter) unwatch() {
+	w.readState.Store(readHungUp)
+	_ = w.Conn.SetReadDeadline(time.Unix(1, 0))
+}
+
+// woken reports whether err, from a read, is unwatch's wake-up; if so it
+// clears the deadline, for the reader to read again.
+func (w *connWriter) woken(err error) bool {
+	if w.readState.Load() != readHungUp || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return false
+	}
+	_ = w.Conn.SetReadDeadline(time.Time{})
+	return true
 }
 
 // tryWrite writes b if that needs no wait: no other write in progress,

@@ -101,4 +101,4 @@ func (s *rawSend) send(b []byte) (int, syscall.Errno) {
 func (s *rawSend) retire() { s.guard.Retire() }
 
 // connWriterPad makes connWriter 192 octets on 64-bit platforms.
-const connWriterPad = 40
+const connWriterPad = 16

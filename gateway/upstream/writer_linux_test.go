@@ -65,12 +65,18 @@ func TestTryWriteAfterClose(t *testing.T) {
 // is sent from the handling of the one before, as a sensor's next QoS 1
 // PUBLISH follows its PUBACK; the pause lets the poller see it first. (A
 // reader that waited after handling, on a freshly reset readiness, would
-// stall here.)
+// stall here.) Watched, the reader also waits after each short read.
 func TestPacketConnAckDuringHandling(t *testing.T) {
+	for _, mode := range []readMode{modeRaw, modeWatched} {
+		t.Run(mode.String(), func(t *testing.T) { testPacketConnAckDuringHandling(t, mode) })
+	}
+}
+
+func testPacketConnAckDuringHandling(t *testing.T, mode readMode) {
 	nc, peer := tcpPair(t)
 	const n = 20
 	got := make(chan uint16, n)
-	pc := newPacketConn(newConnWriter(nc), func(kind byte, id uint16, rc byte) {
+	pc := newPacketConn(readerConn(t, nc, mode), func(kind byte, id uint16, rc byte) {
 		if id < n {
 			if _, err := peer.Write(ackPacket(packets.PUBACK, id+1)); err != nil {
 				t.Error(err)
