@@ -18,8 +18,11 @@ import (
 // set of its own, level-triggered, which asks of each socket only for its
 // end (EPOLLRDHUP; EPOLLHUP and EPOLLERR come regardless), once
 // (EPOLLONESHOT). One goroutine waits on the set through the runtime's
-// poller, and only while a connection is watched: it costs nothing per
-// message, a system call when a connection opens and one when it closes.
+// poller, and only while a connection is watched. Per message it costs
+// only the kernel's check of the set's entry when the socket's wait queue
+// is woken (measured with the rest: about 1.3 µs less CPU per QoS 1
+// message, with one recvfrom less); a system call when a connection
+// opens (a few more for the first) and one when it closes.
 //
 // Where the set cannot be made or cannot take a socket, that connection is
 // not watched and its reader reads until the socket says it is empty. If
@@ -27,7 +30,7 @@ import (
 type hangupWatch struct {
 	mu    sync.Mutex
 	set   *os.File               // the epoll set; nil while no connection is watched
-	setFD int                    // set's descriptor (its Fd method would make it blocking)
+	setFD int                    // set's descriptor, while set is open
 	conns map[uint64]*connWriter // by the key its events carry
 	next  uint64                 // the last key given
 }

@@ -2,6 +2,8 @@ package upstream
 
 import (
 	"bytes"
+	"fmt"
+	"net"
 	"runtime"
 	"strings"
 	"testing"
@@ -14,6 +16,7 @@ import (
 // a connection is watched, and come back with the next one.
 func TestHangupWatchLifecycle(t *testing.T) {
 	var h hangupWatch
+	waitNoWatchers(t) // of tests before
 	for round := range 3 {
 		var ws []*connWriter
 		for range 3 {
@@ -38,13 +41,20 @@ func TestHangupWatchLifecycle(t *testing.T) {
 				t.Fatalf("round %d, after %d closed: set open %v with %d connections", round, i+1, open, left)
 			}
 		}
-		deadline := time.Now().Add(5 * time.Second)
-		for watchers(t) != 0 {
-			if time.Now().After(deadline) {
-				t.Fatalf("round %d: the watch goroutine still runs with no connection", round)
-			}
-			time.Sleep(time.Millisecond)
+		waitNoWatchers(t)
+	}
+}
+
+// waitNoWatchers waits until no goroutine runs a hangupWatch: one whose
+// set was closed may be on its way out.
+func waitNoWatchers(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for watchers(t) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d watch goroutines still run with no connection", watchers(t))
 		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -141,4 +151,128 @@ func TestHangupWatchFails(t *testing.T) {
 	if !w.mayWait() {
 		t.Error("a connection added after the watch failed is not watched")
 	}
+}
+
+// TestHangupWatchWakesParkedReader: a reader that waits after a short read
+// which took the last acknowledgement and the FIN with it (or the data
+// before a reset) is woken by its watch, which here learns of the end
+// only after the reader waits (the test holds the watch's lock).
+func TestHangupWatchWakesParkedReader(t *testing.T) {
+	for _, reset := range []bool{false, true} {
+		t.Run(fmt.Sprintf("reset=%v", reset), func(t *testing.T) {
+			nc, peer := tcpPair(t)
+			var h hangupWatch
+			w := newConnWriter(nc)
+			h.add(w)
+			t.Cleanup(func() { _ = w.Close() })
+			if !w.mayWait() {
+				t.Fatal("the connection is not watched")
+			}
+			acked := make(chan uint16, 1)
+			pc := newPacketConn(w, func(_ byte, id uint16, _ byte) { acked <- id })
+
+			h.mu.Lock() // run gets the event but cannot look the connection up
+			locked := true
+			defer func() {
+				if locked {
+					h.mu.Unlock()
+				}
+			}()
+			if _, err := peer.Write(ackPacket(packets.PUBACK, 1)); err != nil {
+				t.Fatal(err)
+			}
+			if reset {
+				_ = peer.(*net.TCPConn).SetLinger(0)
+			}
+			_ = peer.Close()
+			time.Sleep(5 * time.Millisecond) // both are in before the reader's first read
+
+			result := make(chan error, 1)
+			go func() { _, err := packets.ReadPacket(pc); result <- err }()
+			select {
+			case <-acked:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the acknowledgement was not handed over")
+			}
+			time.Sleep(20 * time.Millisecond) // the reader waits in the poller
+			select {
+			case err := <-result:
+				t.Fatalf("the reader returned (%v) without waiting after its short read", err)
+			default:
+			}
+			if !w.mayWait() {
+				t.Fatal("unwatched while the watch's lock was held")
+			}
+			locked = false
+			h.mu.Unlock()
+			select {
+			case err := <-result:
+				if err == nil {
+					t.Fatal("ReadPacket returned a packet; want the connection's end")
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the waiting reader was not woken by its watch")
+			}
+		})
+	}
+}
+
+// TestHangupWatchLateCloseSparesReusedDescriptor: a late second Close of a
+// closed connection leaves alone the watch of a new connection that got
+// its descriptor number.
+func TestHangupWatchLateCloseSparesReusedDescriptor(t *testing.T) {
+	var h hangupWatch
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	keepNC, _ := tcpPairOn(t, ln)
+	keep := newConnWriter(keepNC)
+	h.add(keep) // keeps the set open
+	defer keep.Close()
+	oldNC, _ := tcpPairOn(t, ln)
+	old := newConnWriter(oldNC)
+	h.add(old)
+	_ = old.Close()
+	newNC, newPeer := tcpPairOn(t, ln)
+	w := newConnWriter(newNC)
+	h.add(w)
+	defer w.Close()
+	if w.wr.fd != old.wr.fd {
+		t.Skip("the descriptor number was not reused")
+	}
+	_ = old.Close() // late, as from tryWrite's goroutine
+	_ = newPeer.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for w.mayWait() {
+		if time.Now().After(deadline) {
+			t.Fatal("the new connection's end went unseen: the old one's Close removed its watch")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestHangupWatchCloseDuringEvent: a Close while the watch's goroutine
+// holds an event of the same connection neither deadlocks nor leaves the
+// goroutine running.
+func TestHangupWatchCloseDuringEvent(t *testing.T) {
+	waitNoWatchers(t) // of tests before
+	var h hangupWatch
+	nc, peer := tcpPair(t)
+	w := newConnWriter(nc)
+	h.add(w)
+	h.mu.Lock()
+	_ = peer.Close()
+	time.Sleep(10 * time.Millisecond) // run has the event and waits for h.mu
+	closed := make(chan struct{})
+	go func() { _ = w.Close(); close(closed) }()
+	time.Sleep(10 * time.Millisecond) // remove waits for h.mu too
+	h.mu.Unlock()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close deadlocked against the watch's handling of an event")
+	}
+	waitNoWatchers(t)
 }

@@ -183,8 +183,9 @@ func (c *packetConn) readMore() error {
 // same poll, without a new start. It reports true for paho's packet or a
 // failure.
 //
-// The socket is empty when a read says so (EAGAIN), and most likely when
-// a read took less than it had room for. On that evidence alone fill
+// The socket is empty when a read says so (EAGAIN), and when a read took
+// less than it had room for (TCP stops short only at urgent data, which
+// MQTT brokers do not send). On that evidence alone fill
 // waits only while the connection's hangupWatch would wake it
 // (connWriter.mayWait): such a read may have taken the end of the stream
 // with it (a FIN is taken with the data before it) or left an error to

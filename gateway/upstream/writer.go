@@ -38,7 +38,8 @@ type connWriter struct {
 	// Whether the reader may wait for the poller after a read that left
 	// the socket empty without showing it (see mayWait); read with every
 	// read, so beside lastReceived.
-	readState atomic.Uint32
+	readState   atomic.Uint32
+	wakePending atomic.Bool // unwatch set its deadline, which woken has not cleared
 
 	net.Conn
 	rd rawCall // paho's reader, through packetConn
@@ -152,18 +153,22 @@ const (
 // may be skipped only while a hangupWatch would report them (unwatch).
 func (w *connWriter) mayWait() bool { return w.readState.Load() == readWatched }
 
-// unwatch ends mayWait and wakes the reader if it waits: its hangupWatch
-// saw the connection end, or can no longer tell. The wake-up is a read
-// deadline in the past, which woken then clears.
+// unwatch ends mayWait, once, and wakes the reader if it waits: its
+// hangupWatch saw the connection end, or can no longer tell. The wake-up
+// is a read deadline in the past, which woken then clears; so no one else
+// may set a read deadline on a watched connection.
 func (w *connWriter) unwatch() {
-	w.readState.Store(readHungUp)
+	if !w.readState.CompareAndSwap(readWatched, readHungUp) {
+		return
+	}
+	w.wakePending.Store(true)
 	_ = w.Conn.SetReadDeadline(time.Unix(1, 0))
 }
 
 // woken reports whether err, from a read, is unwatch's wake-up; if so it
 // clears the deadline, for the reader to read again.
 func (w *connWriter) woken(err error) bool {
-	if w.readState.Load() != readHungUp || !errors.Is(err, os.ErrDeadlineExceeded) {
+	if !errors.Is(err, os.ErrDeadlineExceeded) || !w.wakePending.CompareAndSwap(true, false) {
 		return false
 	}
 	_ = w.Conn.SetReadDeadline(time.Time{})

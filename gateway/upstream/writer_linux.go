@@ -40,8 +40,9 @@ func (c *rawCall) do(b []byte) (n int, errno syscall.Errno, err error) {
 
 // poll runs fn in the runtime's read loop on the descriptor: fn reads
 // (recv), and returns false to wait until the poller reports the socket
-// readable (only after a read that found it empty: see packetConn.fill),
-// true to end.
+// readable (only after a read that found it empty, or one that took less
+// than it could on a watched connection: see packetConn.fill), true to
+// end.
 func (c *rawCall) poll(fn func(fd uintptr) bool) error { return c.raw.Read(fn) }
 
 // recv is one read into b, which is not empty, of what the socket fd
