@@ -86,7 +86,7 @@ type session struct {
 	// the allocator's type header; the lines below count from there, and
 	// TestSessionLayout checks them. Line 1: ownership, counts and state.
 	runMu          sync.Mutex   // guards running
-	queued         atomic.Int32 // events in inbox, control and tick: raised before each send (see offer), lowered after each receive
+	queued         atomic.Int32 // events in inbox, control and tick: raised before each send (see offer), lowered after each receive; and deliveryMark
 	stopping       atomic.Bool  // stop was called: quit is closed
 	replaced       atomic.Bool  // another client now owns this session's address
 	outstanding    atomic.Int32 // client requests queued upstream, bounded by opsSize; the worker ends QoS 0 PUBLISHes itself
@@ -325,13 +325,43 @@ func offer[T any](s *session, ch chan T, v T) bool {
 	}
 }
 
-// waiting reports whether an event waits in one of the session's channels.
-// dl is the delivery channel the loop takes from (nil when it takes none).
-// (The count of queued events, beside runMu, spares looking at three
-// channels, each a cache miss, for every message; see offer.)
+// deliveryMark is a bit of session.queued apart from its count of events:
+// a broker message may wait in the delivery channel (see noteDelivery).
+const deliveryMark = 1 << 30
+
+// nothingQueued reports whether no event waits in inbox, control or tick.
+func (s *session) nothingQueued() bool { return s.queued.Load()&^deliveryMark == 0 }
+
+// waiting reports whether an event waits in one of the session's
+// channels; runMu is held. dl is the delivery channel the loop takes from
+// (nil when it takes none). (The count of queued events, beside runMu,
+// spares looking at three channels, each a cache miss, for every message;
+// see offer. The delivery channel's length, another miss, is looked at
+// only while deliveryMark is set.)
 func (s *session) waiting(dl chan *Delivery) bool {
-	return s.queued.Load() > 0 || len(dl) > 0 || s.stopping.Load()
+	q := s.queued.Load()
+	if q&^deliveryMark > 0 || s.stopping.Load() {
+		return true
+	}
+	if dl == nil || q&deliveryMark == 0 {
+		return false
+	}
+	// Cleared before the channel is looked at: a message sent after the
+	// look sets the mark again, and its sender then claims the session,
+	// which this owner is about to let go.
+	s.queued.And(^deliveryMark)
+	if len(dl) > 0 {
+		s.queued.Or(deliveryMark)
+		return true
+	}
+	return false
 }
+
+// noteDelivery sets deliveryMark: a broker message was sent to the
+// session's delivery channel. The sender calls it after the send and
+// before it claims the session (runHere), so that an owner that parks
+// meanwhile looks at the channel.
+func (s *session) noteDelivery() { s.queued.Or(deliveryMark) }
 
 // park lets go of the session if no event waits, and reports whether the
 // owner must stop. A sender's claim that comes after this finds the session
@@ -352,7 +382,7 @@ func (s *session) park(dl chan *Delivery) bool {
 func (s *session) post(from peer, m mqttsn.Message) {
 	in := inbound{from: from, msg: m}
 	if s.claim() {
-		if s.queued.Load() == 0 { // nothing came before it
+		if s.nothingQueued() { // nothing came before it
 			s.loop(true, func() { s.onMessage(in) })
 			return
 		}
@@ -407,7 +437,7 @@ func (s *session) report(ev any) {
 // answer there if the session is free, as post does.
 func (s *session) publishAcked(p published) {
 	if s.claim() {
-		if s.queued.Load() == 0 {
+		if s.nothingQueued() {
 			s.loop(true, func() { s.onPublishResult(resPublish{pub: p}) })
 			return
 		}

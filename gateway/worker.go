@@ -389,6 +389,7 @@ func (h *connHandler) Deliver(m *Delivery) {
 		if h.qos0.Add(1) <= qos0Headroom {
 			select {
 			case h.ch <- m:
+				h.s.noteDelivery()
 				h.s.runHere()
 				return
 			default:
@@ -400,6 +401,7 @@ func (h *connHandler) Deliver(m *Delivery) {
 	}
 	select {
 	case h.ch <- m:
+		h.s.noteDelivery()
 		h.s.runHere()
 	case <-h.stale:
 	case <-h.s.loopDone:
