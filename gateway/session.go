@@ -310,9 +310,9 @@ func (s *session) timerFired() {
 // offer puts v in ch, one of the session's inbox, control and tick, unless
 // ch is full, and reports whether it did. The count of queued events is
 // raised before the send (and lowered again if ch is full), so that it
-// is never below the number of events in the three channels: an owner
-// that sees it at 0 has nothing before the event it brings, and one that
-// parks leaves nothing behind. (It may count, for a moment, an event
+// is never below the number of events in the three channels (nor below
+// 0): an owner that sees it at 0 has nothing before the event it brings,
+// and one that parks leaves nothing behind. (It may count, for a moment, an event
 // whose send is under way; the owner then waits for it in loop's select.)
 func offer[T any](s *session, ch chan T, v T) bool {
 	s.queued.Add(1)
@@ -327,6 +327,9 @@ func offer[T any](s *session, ch chan T, v T) bool {
 
 // deliveryMark is a bit of session.queued apart from its count of events:
 // a broker message may wait in the delivery channel (see noteDelivery).
+// The count never carries into it, and never goes below 0 (whose
+// two's complement would have the bit set): every lowering follows a
+// receive of what a raise counted, or undoes the raise.
 const deliveryMark = 1 << 30
 
 // nothingQueued reports whether no event waits in inbox, control or tick.
@@ -346,9 +349,12 @@ func (s *session) waiting(dl chan *Delivery) bool {
 	if dl == nil || q&deliveryMark == 0 {
 		return false
 	}
-	// Cleared before the channel is looked at: a message sent after the
-	// look sets the mark again, and its sender then claims the session,
-	// which this owner is about to let go.
+	// Cleared before the channel is looked at. A sender whose mark comes
+	// after the clear leaves it set: this owner's next park sees it, or,
+	// if this one parks, the sender's own claim succeeds and its park does.
+	// A message whose mark came before the clear is seen by the look.
+	// (With dl nil the mark is left alone, for the first park after the
+	// session can take messages again.)
 	s.queued.And(^deliveryMark)
 	if len(dl) > 0 {
 		s.queued.Or(deliveryMark)
