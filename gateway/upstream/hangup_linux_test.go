@@ -205,14 +205,7 @@ func TestHangupWatchWakesParkedReader(t *testing.T) {
 			}
 			locked = false
 			h.mu.Unlock()
-			select {
-			case err := <-result:
-				if err == nil {
-					t.Fatal("ReadPacket returned a packet; want the connection's end")
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("the waiting reader was not woken by its watch")
-			}
+			awaitEnd(t, result, "the waiting reader was not woken by its watch")
 		})
 	}
 }

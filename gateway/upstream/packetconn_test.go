@@ -308,15 +308,22 @@ func testPacketConnSeesEndAfterAck(t *testing.T, mode readMode, reset, waiting b
 		time.Sleep(5 * time.Millisecond) // the reader waits in the poller
 		end()
 	}
+	awaitEnd(t, result, "the connection's end after an acknowledgement not reported within 5 s")
+	if id := <-acked; id != 1 {
+		t.Errorf("acknowledgement %d handed over, want 1", id)
+	}
+}
+
+// awaitEnd waits up to 5 s for what packets.ReadPacket returned, which
+// must be the connection's end; stalled is the failure if it does not come.
+func awaitEnd(t *testing.T, result <-chan error, stalled string) {
+	t.Helper()
 	select {
 	case err := <-result:
 		if err == nil {
 			t.Fatal("ReadPacket returned a packet; want the connection's end")
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("the connection's end after an acknowledgement not reported within 5 s")
-	}
-	if id := <-acked; id != 1 {
-		t.Errorf("acknowledgement %d handed over, want 1", id)
+		t.Fatal(stalled)
 	}
 }
