@@ -64,6 +64,11 @@ type Config struct {
 	QoSMinus1Senders []netip.Prefix
 }
 
+// KeepAliveTolerance multiplies a client's keep-alive Duration to give
+// the silence after which the gateway counts the client as lost (MQTT-SN
+// 1.2 §6.17, as MQTT's one and a half times).
+const KeepAliveTolerance = 1.5
+
 // Defaults for zero Config fields.
 const (
 	DefaultMaxClients        = 10000

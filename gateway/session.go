@@ -369,6 +369,12 @@ func (s *session) waiting(dl chan *Delivery) bool {
 // meanwhile looks at the channel.
 func (s *session) noteDelivery() { s.queued.Or(deliveryMark) }
 
+// keepAliveSilence is how long the client may stay silent before it is
+// lost: its keep-alive times KeepAliveTolerance.
+func (s *session) keepAliveSilence() time.Duration {
+	return time.Duration(float64(s.keepAlive) * KeepAliveTolerance)
+}
+
 // park lets go of the session if no event waits, and reports whether the
 // owner must stop. A sender's claim that comes after this finds the session
 // free; one that came before found it owned, and park sees its event.
@@ -765,7 +771,7 @@ func (s *session) onMessage(in inbound) {
 		return
 	}
 	if s.keepAlive > 0 && s.state != stateAwake {
-		s.keepAliveAt = time.Now().Add(s.keepAlive * 3 / 2)
+		s.keepAliveAt = time.Now().Add(s.keepAliveSilence())
 	}
 	switch m := m.(type) {
 	case *mqttsn.WillTopic:

@@ -69,7 +69,7 @@ func (s *session) onConnect(ev evConnect) {
 	s.keepAlive = time.Duration(m.Duration) * time.Second
 	s.keepAliveAt = time.Time{}
 	if s.keepAlive > 0 {
-		s.keepAliveAt = time.Now().Add(s.keepAlive * 3 / 2)
+		s.keepAliveAt = time.Now().Add(s.keepAliveSilence())
 	}
 	s.logDebug().Stringer("peer", s.peer).Bool("clean_session", m.CleanSession).Bool("will", m.Will).
 		Uint16("keep_alive", m.Duration).Msg("CONNECT")

@@ -103,7 +103,7 @@ func (s *session) resume(m *mqttsn.Connect) {
 	s.keepAlive = time.Duration(m.Duration) * time.Second
 	s.keepAliveAt = time.Time{}
 	if s.keepAlive > 0 {
-		s.keepAliveAt = time.Now().Add(s.keepAlive * 3 / 2)
+		s.keepAliveAt = time.Now().Add(s.keepAliveSilence())
 	}
 	s.g.stats.resumes.Add(1)
 	s.logDebug().Msg("sleeping client resumed with CONNECT")

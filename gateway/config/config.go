@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/sensorgate/mqttsn-gateway/gateway"
 )
 
 // Embedded is the upstream.broker value that selects the embedded MQTT broker.
@@ -122,12 +124,21 @@ func (c DTLSConfig) Enabled() bool { return len(c.Listen) > 0 }
 const MaxDuration = 65535 * time.Second
 
 // LongestSilence is how long a sensor may say nothing and keep its session:
-// MaxDuration times the tolerance the gateway grants, 1.5 for a keep-alive
-// and Sleep.Tolerance for a sleep, whichever is longer. (A sensor allowed a
-// keep-alive of 0 may stay silent for ever; its association stays open as
-// long as the gateway sends to it.)
+// MaxDuration times the tolerance the gateway grants (silenceFactor). (A
+// sensor allowed a keep-alive of 0 may stay silent for ever; its
+// association stays open as long as the gateway sends to it.)
 func (c Config) LongestSilence() time.Duration {
-	return time.Duration(float64(MaxDuration) * max(1.5, c.Sleep.Tolerance))
+	return time.Duration(float64(MaxDuration) * c.silenceFactor())
+}
+
+// keepAliveTolerance is the gateway's, here for decode.go, where a local
+// variable takes the package's name.
+const keepAliveTolerance = gateway.KeepAliveTolerance
+
+// silenceFactor is the larger of the tolerances the gateway grants:
+// gateway.KeepAliveTolerance for a keep-alive, Sleep.Tolerance for a sleep.
+func (c Config) silenceFactor() float64 {
+	return max(keepAliveTolerance, c.Sleep.Tolerance)
 }
 
 // UpstreamConfig is the [upstream] table.

@@ -229,8 +229,8 @@ func parse(name string, data []byte) (Config, error) {
 	}
 	cfg.EmbeddedBroker = d.embeddedBroker(eb, def.EmbeddedBroker, cfg.Upstream.Embedded())
 	if longest := cfg.LongestSilence(); cfg.DTLS.Enabled() && cfg.DTLS.IdleTimeout < longest && !d.failed["dtls.idle_timeout"] {
-		d.fail("dtls.idle_timeout", "%q is shorter than the longest silence a session allows (65535 s × %g = %s): a silent sensor's association would close under its session (the larger of the keep-alive's 1.5 and sleep.tolerance); make it at least %q",
-			shortDuration(cfg.DTLS.IdleTimeout), max(1.5, cfg.Sleep.Tolerance), longest.Round(time.Second), shortDuration(longest.Truncate(time.Hour)+time.Hour))
+		d.fail("dtls.idle_timeout", "%q is shorter than the longest silence a session allows (65535 s × %g = %s): a silent sensor's association would close under its session (the larger of the keep-alive's %g and sleep.tolerance); make it at least %q",
+			shortDuration(cfg.DTLS.IdleTimeout), cfg.silenceFactor(), longest.Round(time.Second), keepAliveTolerance, shortDuration(longest.Truncate(time.Hour)+time.Hour))
 	}
 
 	errs := append(d.unknownKeys(), d.errs...)
