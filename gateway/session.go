@@ -312,8 +312,9 @@ func (s *session) timerFired() {
 // raised before the send (and lowered again if ch is full), so that it
 // is never below the number of events in the three channels (nor below
 // 0): an owner that sees it at 0 has nothing before the event it brings,
-// and one that parks leaves nothing behind. (It may count, for a moment, an event
-// whose send is under way; the owner then waits for it in loop's select.)
+// and one that parks leaves nothing behind. (It may count, for a moment,
+// an event whose send is under way; the owner then waits for it in loop's
+// select.)
 func offer[T any](s *session, ch chan T, v T) bool {
 	s.queued.Add(1)
 	select {

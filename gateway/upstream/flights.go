@@ -23,16 +23,7 @@ func (t *flights) len() int {
 }
 
 // has reports whether id is in flight.
-func (t *flights) has(id uint16) bool {
-	if t.hasOne && t.oneID == id {
-		return true
-	}
-	if len(t.more) == 0 {
-		return false
-	}
-	_, ok := t.more[id]
-	return ok
-}
+func (t *flights) has(id uint16) bool { return t.hasOne && t.oneID == id || t.inMore(id) }
 
 // put records f as the flight of id, replacing the one it had.
 func (t *flights) put(id uint16, f flight) {

@@ -23,11 +23,13 @@ const readBuffer = 256
 // them, and decoding them its way costs allocations and a hand-off each.
 // On a connWriter with raw reads, they are handled within the read itself
 // (see fill), so acks must not close the connection: Close would wait for
-// the read to end. Writes are gathered into whole packets: paho writes a packet
-// as several pieces (fixed header, variable header, payload), which on
-// the bare connection is one writev, but through any wrapper becomes one
-// write per piece — more system calls, and pieces of packets written by
-// two goroutines could interleave. packetConn holds the pieces until the
+// the read to end.
+//
+// Writes are gathered into whole packets: paho writes a packet as several
+// pieces (fixed header, variable header, payload), which on the bare
+// connection is one writev, but through any wrapper becomes one write per
+// piece — more system calls, and pieces of packets written by two
+// goroutines could interleave. packetConn holds the pieces until the
 // packet is complete, by its own length, and writes it with one call.
 //
 // Only paho's packets go through Write, and paho writes them from the
@@ -185,13 +187,13 @@ func (c *packetConn) readMore() error {
 //
 // The socket is empty when a read says so (EAGAIN), and when a read took
 // less than it had room for (TCP stops short only at urgent data, which
-// MQTT brokers do not send). On that evidence alone fill
-// waits only while the connection's hangupWatch would wake it
-// (connWriter.mayWait): such a read may have taken the end of the stream
-// with it (a FIN is taken with the data before it) or left an error to
-// report (a reset), and neither raises a new readiness for the poller, so
-// without the watch only the next read learns of them. (Data that comes
-// after the read does raise one: the wait then ends at once.)
+// MQTT brokers do not send). On the second evidence fill waits only while
+// the connection's hangupWatch would wake it (connWriter.mayWait): such a
+// read may have taken the end of the stream with it (a FIN is taken with
+// the data before it) or left an error to report (a reset), and neither
+// raises a new readiness for the poller, so without the watch only the
+// next read learns of them. (Data that comes after the read does raise
+// one: the wait then ends at once.)
 func (c *packetConn) fill(fd uintptr) bool {
 	for {
 		room := len(c.buf) - c.end
